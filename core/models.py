@@ -1,0 +1,199 @@
+"""Request, status and result models: the provider-neutral language of the whole service.
+
+These models travel through Temporal (workflow input, query answers, results), so they carry
+**no aliases** (the pydantic data converter writes field names but would read aliases) and
+**no credentials**: a request names at most a merchant profile; the worker holds the secrets.
+Other services, in any language, send the same JSON; ``schemas/`` holds its JSON Schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.money import CurrencyCode, MinorUnits, Money
+
+IdempotencyKey = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=45,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="1-45 chars of [A-Za-z0-9._:-]; also sent as Paynow's Idempotency-Key.",
+    ),
+]
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+
+WORKFLOW_ID_PREFIX = "refund:"
+
+
+def workflow_id_for(key: str) -> str:
+    """The workflow id is derived from the idempotency key alone."""
+    return f"{WORKFLOW_ID_PREFIX}{key}"
+
+
+class ProviderName(StrEnum):
+    MEWS = "mews"
+    PAYNOW = "paynow"
+
+
+class ReasonCode(StrEnum):
+    """Paynow's refund reason enum (Mews takes free text only)."""
+
+    RMA = "RMA"
+    REFUND_BEFORE_14 = "REFUND_BEFORE_14"
+    REFUND_AFTER_14 = "REFUND_AFTER_14"
+    OTHER = "OTHER"
+
+
+class RefundState(StrEnum):
+    """Lifecycle of one refund; transitions are drawn in ``workflows/refund.py``."""
+
+    VALIDATING = "VALIDATING"
+    SUBMITTING = "SUBMITTING"
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
+
+
+FINAL_STATES = frozenset(
+    {RefundState.SUCCEEDED, RefundState.FAILED, RefundState.CANCELED, RefundState.REJECTED}
+)
+
+
+class ProviderRefundStatus(StrEnum):
+    """Every provider status maps to one of these; the raw status is kept beside it."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Transfer(_Frozen):
+    """A marketplace seller transfer (Paynow only)."""
+
+    seller_id: Annotated[str, Field(min_length=1, max_length=15)]
+    gross_amount_minor: Annotated[int, Field(ge=0, le=100_000_000, strict=True)]
+    fee_amount_minor: Annotated[int, Field(ge=0, le=100_000_000, strict=True)]
+
+
+class RefundRequest(_Frozen):
+    """What a caller asks for. Identity is the idempotency key; the rest is the fingerprint."""
+
+    idempotency_key: IdempotencyKey
+    provider: ProviderName
+    payment_id: Annotated[str, Field(min_length=1, max_length=64)]
+    account_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    enterprise_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    amount_minor: MinorUnits | None = Field(
+        default=None, description="Minor units; absent = whole payment (Mews only)."
+    )
+    currency: CurrencyCode | None = None
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reason_code: ReasonCode | None = None
+    transfers: tuple[Transfer, ...] = ()
+    requester: ShortText | None = None
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=500)]] = (
+        Field(default_factory=dict, max_length=32)
+    )
+    merchant: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")] = (
+        "default"
+    )
+
+    @model_validator(mode="after")
+    def _amount_and_currency_together(self) -> Self:
+        if (self.amount_minor is None) != (self.currency is None):
+            raise ValueError("amount_minor and currency go together: give both or neither")
+        if not self.reason.strip():
+            raise ValueError("reason must not be blank")
+        return self
+
+    @property
+    def money(self) -> Money | None:
+        if self.amount_minor is None or self.currency is None:
+            return None
+        return Money(amount_minor=self.amount_minor, currency=self.currency)
+
+    @property
+    def workflow_id(self) -> str:
+        return workflow_id_for(self.idempotency_key)
+
+    def fingerprint(self) -> str:
+        """Stable digest of the whole request: same key + same fingerprint = same refund."""
+        canonical = json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class RefundOptions(_Frozen):
+    """Timing knobs, fixed at start and carried in the input so replay stays deterministic."""
+
+    poll_initial_s: Annotated[float, Field(gt=0, le=86_400)] = 5.0
+    poll_max_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 300.0
+    attention_after_s: Annotated[float, Field(gt=0)] = 48 * 3600.0
+    # Continue-as-new after this many status checks, long before the history grows large.
+    checks_per_run: Annotated[int, Field(ge=10, le=5_000)] = 500
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.poll_max_s < self.poll_initial_s:
+            raise ValueError("poll_max_s must be >= poll_initial_s")
+        return self
+
+
+class ProviderRefund(_Frozen):
+    """A provider's view of one refund, in neutral terms with the raw status kept."""
+
+    refund_id: str
+    status: ProviderRefundStatus
+    raw_status: str
+    amount_minor: int | None = None
+    currency: str | None = None
+    failure_reason: str | None = None
+    created_at: datetime | None = None
+
+
+class RefundStatus(BaseModel):
+    """The `status` query answer, the CLI's JSON and the workflow's result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    workflow_id: str
+    provider: ProviderName
+    payment_id: str
+    merchant: str = "default"
+    state: RefundState
+    amount_minor: int | None = None
+    currency: str | None = None
+    provider_refund_id: str | None = None
+    provider_status: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    message: str | None = None
+    next_check_at: datetime | None = None
+    cancel_requested: bool = False
+    cancel_reason: str | None = None
+    cancel_note: str | None = None
+    attention_reason: str | None = None
+    started_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES

@@ -1,0 +1,49 @@
+"""Settings from the environment and `.env`, under the names in the developers' guide.
+
+Secrets are :class:`SecretStr`, so they never print. A credential is only required for a
+provider that is actually used: :meth:`Settings.require` fails at start-up with a message that
+names the variable to set.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MissingSettingError(RuntimeError):
+    """A setting the chosen configuration needs is not set."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    refunds_task_queue: str = "refunds"
+
+    mews_base_url: str = "https://api.mews-demo.com"
+    mews_client_token: SecretStr | None = None
+    mews_access_token: SecretStr | None = None
+    mews_client: str = "refund-orchestrator 0.1.0"
+
+    paynow_base_url: str = "https://api.sandbox.paynow.pl"
+    paynow_api_key: SecretStr | None = None
+    paynow_signature_key: SecretStr | None = None
+
+    refunds_http_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    refunds_poll_initial_s: Annotated[float, Field(gt=0)] = 5.0
+    refunds_poll_max_s: Annotated[float, Field(gt=0)] = 300.0
+    refunds_attention_after_s: Annotated[float, Field(gt=0)] = 48 * 3600.0
+
+    def require(self, env_name: str, *, purpose: str) -> SecretStr:
+        """The secret stored under ``env_name``, or a start-up error naming it."""
+        value = getattr(self, env_name.lower(), None)
+        if not isinstance(value, SecretStr) or not value.get_secret_value():
+            raise MissingSettingError(
+                f"{env_name} is not set: it is needed for {purpose}. "
+                f"Set it in the environment or in .env (see .env.example)."
+            )
+        return value
