@@ -15,7 +15,7 @@ at the wire, exactly:
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -78,7 +78,10 @@ def decimal_to_minor(value: Decimal, currency: str) -> int:
     """Exact minor units of a major-unit decimal; refuses sub-minor fractions."""
     if not value.is_finite():
         raise MoneyError(f"amount {value} is not a finite number")
-    scaled = value.scaleb(exponent(currency))
+    # scaleb rounds to the context precision (28 digits by default), which would turn
+    # 12.34999999999999999999999999999 into a whole 1235; give it room for every digit.
+    exact = Context(prec=max(28, len(value.as_tuple().digits)))
+    scaled = value.scaleb(exponent(currency), context=exact)
     if scaled != scaled.to_integral_value():
         raise MoneyError(
             f"amount {value} has more decimals than {currency} allows ({exponent(currency)})"
@@ -98,7 +101,8 @@ def parse_major(text: str, currency: str) -> int:
     cleaned = text.strip()
     if (
         not cleaned
-        or not all(ch.isdigit() or ch == "." for ch in cleaned)
+        # ASCII only: str.isdigit() also accepts other scripts' digits and superscripts.
+        or not all(ch in "0123456789." for ch in cleaned)
         or cleaned.count(".") > 1
     ):
         raise MoneyError(f"amount {text!r} is not a plain positive number like 12.34")

@@ -13,7 +13,7 @@
         ├── AuthenticationError       401  bad/expired credentials, no permission (final)
         ├── ForbiddenError            403  business rule refused, message is for people (final)
         ├── NotFoundError             404  wrong URL or unknown payment/refund (final)
-        ├── RequestTimeoutError       408  too heavy / too slow (retryable)
+        ├── RequestTimeoutError       408  too heavy / too slow (retryable; write outcome unknown)
         ├── ConflictError             409  data changed, refresh and resubmit (retryable)
         ├── RateLimitedError          429  honour retry_after (retryable)
         ├── ServerError               5xx  (retryable; outcome of a write is unknown)
