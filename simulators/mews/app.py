@@ -1,0 +1,705 @@
+"""A Mews Connector API simulator: ``payments/refund`` and ``payments/getAll``.
+
+It follows the public docs (seed page "Refund payment" and /work/shared/PROVIDERS.md), and
+chooses where they are silent. Choices, all unconfirmed upstream:
+
+* Errors use Mews' body ``{Message, RequestId, Details}``; every response, errors and faults
+  included, carries a ``Request-Id`` header equal to the body's ``RequestId``.
+* Missing or wrong ``ClientToken``/``AccessToken`` -> 401. A missing ``Client`` -> 400.
+* A Portfolio Access Token needs ``EnterpriseId`` on ``payments/refund`` (400 without it);
+  with a normal token ``EnterpriseId`` is ignored, as documented.
+* Malformed JSON, non-UUID ids, an empty ``Reason``, a ``ValueToRefund`` that is not a number,
+  is zero or negative or has more decimals than the currency -> 400.
+* An unknown payment (or one on another account or enterprise) -> 400 "Invalid PaymentId."
+  (Mews lists "invalid identifier of a resource" under 400).
+* Business rules -> 403 with a message for people: :data:`MSG_NOT_REFUNDABLE_TYPE`,
+  :data:`MSG_NOT_CHARGED`, :data:`MSG_EXCEEDS`. The adapter recognises these wordings.
+* Several partial refunds are allowed; the live ones (not Failed/Canceled) plus the new one
+  may not exceed the payment. No ``ValueToRefund`` means the whole payment.
+* **No idempotency**: every accepted refund request makes a new refund.
+* In ``payments/getAll`` a refund is a payment with ``Kind: Refund`` and a **negative**
+  ``Amount.GrossValue``/``NetValue``; the refund answer's ``Amount.Value`` is positive
+  (the docs call it an absolute value).
+* getAll: ``Limitation.Count`` 1..1000, at least one filter (``PaymentIds``, ``AccountIds``
+  <= 100, ``CreatedUtc``, ``UpdatedUtc``, ``States``, ``Currency``), intervals at most three
+  calendar months; results ordered by ``CreatedUtc`` then ``Id``; ``Cursor`` is the ``Id`` of
+  the last item returned (null on an empty page).
+* Rate limit: ``rate_limit`` accepted requests per ``AccessToken`` per sliding
+  ``rate_window_s``, then 429 with ``Retry-After`` in whole seconds.
+
+Extra control route: ``POST /_sim/payments`` makes a fresh payment of a scenario (201).
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import math
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Context, Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from core.money import CURRENCY_EXPONENTS, minor_to_decimal
+from simulators.common import FaultMiddleware, SimulatorCore, control_routes
+from simulators.mews.seed import (
+    DEFAULT_ACCESS_TOKEN,
+    DEFAULT_CLIENT_TOKEN,
+    DEFAULT_PORTFOLIO_TOKEN,
+    ENTERPRISE_ID,
+    PAYMENT_STATES,
+    REFUND_SCRIPTS,
+    REFUNDABLE_TYPES,
+    SEEDED_PAYMENTS,
+    TEMPLATES,
+    Scenario,
+)
+
+API = "/api/connector/v1"
+
+MSG_NOT_REFUNDABLE_TYPE = (
+    "Payments of type {type} cannot be refunded. "
+    "Only CreditCardPayment and AlternativePayment payments can be refunded."
+)
+MSG_NOT_CHARGED = "The payment is not charged (state {state}) and cannot be refunded."
+MSG_EXCEEDS = (
+    "The amount to refund ({asked}) exceeds the amount of the payment left to refund ({left})."
+)
+MSG_BAD_TOKENS = "Invalid ClientToken or AccessToken, or the token has expired."
+MSG_RATE_LIMITED = "Too many requests. The limit is {limit} requests per {window} seconds."
+
+MAX_COUNT = 1000
+MAX_ACCOUNT_IDS = 100
+MAX_INTERVAL_MONTHS = 3
+_DEAD = ("Failed", "Canceled")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+# The request id of the request being served, shared by the middleware and the handlers.
+_REQUEST_ID: ContextVar[str | None] = ContextVar("mews_sim_request_id", default=None)
+
+
+class MewsRequestError(Exception):
+    """Ends a request with a Mews error answer."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """Mews' ``ConnectorApiExceptionResult``."""
+    return {"Message": message, "RequestId": _REQUEST_ID.get(), "Details": None}
+
+
+def _error_response(err: MewsRequestError) -> Response:
+    return JSONResponse(error_body(err.status, err.message), err.status, headers=err.headers)
+
+
+class _MewsFaultMiddleware(FaultMiddleware):
+    """The shared fault/journal middleware, plus a ``Request-Id`` on every response."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        token = _REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(raw=list(message.get("headers", [])))
+                if "request-id" not in headers:
+                    headers.append("Request-Id", request_id)
+                message = {**message, "headers": headers.raw}
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, send_with_id)
+        finally:
+            _REQUEST_ID.reset(token)
+
+
+@dataclass
+class _Entry:
+    """One Mews payment: a seeded or created payment, or a refund (``kind == "Refund"``)."""
+
+    id: str
+    account_id: str
+    enterprise_id: str
+    kind: str
+    type: str
+    state: str
+    currency: str
+    # Signed: refunds are negative.
+    amount_minor: int
+    created_utc: datetime
+    updated_utc: datetime
+    scenario: Scenario
+    # Refunds only: the payment refunded, the state script and where in it we are.
+    refunded_payment_id: str | None = None
+    script: tuple[str, ...] = ()
+    step: int = 0
+
+
+class _SlidingWindow:
+    """At most ``limit`` admissions per key in any ``window_s`` seconds."""
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._seen: dict[str, deque[float]] = {}
+
+    def admit(self, key: str) -> float | None:
+        """``None`` when admitted, else the seconds until the oldest admission expires."""
+        now = self._clock()
+        seen = self._seen.setdefault(key, deque())
+        while seen and seen[0] <= now - self.window_s:
+            seen.popleft()
+        if len(seen) >= self.limit:
+            return seen[0] + self.window_s - now
+        seen.append(now)
+        return None
+
+    def clear(self) -> None:
+        self._seen.clear()
+
+
+class CreatePayment(BaseModel):
+    """Body of ``POST /_sim/payments``; unset fields come from the scenario's template."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scenario: Scenario
+    amount_minor: int | None = Field(default=None, gt=0, le=10**15 - 1, strict=True)
+    currency: str | None = None
+    type: str | None = Field(default=None, min_length=1, max_length=64)
+    state: str | None = None
+    refunded_minor: int | None = Field(default=None, ge=0, strict=True)
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str | None) -> str | None:
+        if value is not None and value not in CURRENCY_EXPONENTS:
+            raise ValueError(f"unknown currency {value!r}")
+        return value
+
+    @field_validator("state")
+    @classmethod
+    def _known_state(cls, value: str | None) -> str | None:
+        if value is not None and value not in PAYMENT_STATES:
+            raise ValueError(f"state must be one of {', '.join(PAYMENT_STATES)}")
+        return value
+
+
+def _is_uuid(value: object) -> bool:
+    return isinstance(value, str) and _UUID.match(value) is not None
+
+
+def _wire_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _plus_months(moment: datetime, months: int) -> datetime:
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def _wire_amount(amount_minor: int, currency: str) -> float:
+    # float(Decimal) is exact through repr for the <= 15 digits money ever has.
+    return float(minor_to_decimal(amount_minor, currency))
+
+
+def _format(amount_minor: int, currency: str) -> str:
+    places = CURRENCY_EXPONENTS[currency]
+    return f"{minor_to_decimal(amount_minor, currency):.{places}f} {currency}"
+
+
+class MewsSimulator:
+    """The simulator: ``.app`` to serve, ``.core`` for faults and the journal."""
+
+    def __init__(
+        self,
+        *,
+        client_token: str = DEFAULT_CLIENT_TOKEN,
+        access_token: str = DEFAULT_ACCESS_TOKEN,
+        portfolio_access_token: str = DEFAULT_PORTFOLIO_TOKEN,
+        rate_limit: int = 200,
+        rate_window_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client_token = client_token
+        self.access_token = access_token
+        self.portfolio_access_token = portfolio_access_token
+        self.core = SimulatorCore()
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._limiter = _SlidingWindow(rate_limit, rate_window_s, clock)
+        self._seed()
+        routes = [
+            Route(f"{API}/payments/refund", self._refund, methods=["POST"]),
+            Route(f"{API}/payments/getAll", self._get_all, methods=["POST"]),
+            *control_routes(self.core, reset=self._seed, payments=self.payments),
+            Route("/_sim/payments", self._create_payment, methods=["POST"]),
+        ]
+        starlette = Starlette(
+            routes=routes,
+            exception_handlers={HTTPException: self._http_exception},
+        )
+        self.app = _MewsFaultMiddleware(starlette, core=self.core, error_body=error_body)
+
+    # --- state ------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Back to the seeded payments, with an empty journal, no faults and no rate history."""
+        self.core.reset()
+        self._seed()
+
+    def _seed(self) -> None:
+        # Seeded payments are an hour old: recent enough for one getAll window.
+        created = datetime.now(UTC) - timedelta(hours=1)
+        with self._lock:
+            self._entries.clear()
+            self._limiter.clear()
+            for seed in SEEDED_PAYMENTS:
+                self._add_payment_locked(
+                    scenario=seed.scenario,
+                    payment_id=seed.payment_id,
+                    account_id=seed.account_id,
+                    created=created,
+                    earlier_refund_id=seed.earlier_refund_id,
+                )
+
+    def _add_payment_locked(
+        self,
+        *,
+        scenario: Scenario,
+        payment_id: str,
+        account_id: str,
+        created: datetime,
+        amount_minor: int | None = None,
+        currency: str | None = None,
+        type_: str | None = None,
+        state: str | None = None,
+        refunded_minor: int | None = None,
+        earlier_refund_id: str | None = None,
+    ) -> _Entry:
+        template = TEMPLATES[scenario]
+        payment = _Entry(
+            id=payment_id,
+            account_id=account_id,
+            enterprise_id=ENTERPRISE_ID,
+            kind="Payment",
+            type=type_ or template.type,
+            state=state or template.state,
+            currency=currency or template.currency,
+            amount_minor=amount_minor if amount_minor is not None else template.amount_minor,
+            created_utc=created,
+            updated_utc=created,
+            scenario=scenario,
+        )
+        self._entries[payment.id] = payment
+        earlier = refunded_minor if refunded_minor is not None else template.refunded_minor
+        if earlier:
+            refund_at = created + timedelta(seconds=1)
+            refund = _Entry(
+                id=earlier_refund_id or str(uuid.uuid4()),
+                account_id=account_id,
+                enterprise_id=ENTERPRISE_ID,
+                kind="Refund",
+                type=payment.type,
+                state="Charged",
+                currency=payment.currency,
+                amount_minor=-earlier,
+                created_utc=refund_at,
+                updated_utc=refund_at,
+                scenario=scenario,
+                refunded_payment_id=payment.id,
+                script=("Charged",),
+            )
+            self._entries[refund.id] = refund
+        return payment
+
+    def _refunded_minor_locked(self, payment_id: str) -> int:
+        return sum(
+            -entry.amount_minor
+            for entry in self._entries.values()
+            if entry.refunded_payment_id == payment_id and entry.state not in _DEAD
+        )
+
+    def _describe_locked(self, payment: _Entry) -> dict[str, Any]:
+        return {
+            "payment_id": payment.id,
+            "account_id": payment.account_id,
+            "enterprise_id": payment.enterprise_id,
+            "currency": payment.currency,
+            "amount_minor": payment.amount_minor,
+            "type": payment.type,
+            "state": payment.state,
+            "scenario": payment.scenario.value,
+            "refunded_minor": self._refunded_minor_locked(payment.id),
+        }
+
+    def payments(self) -> list[dict[str, Any]]:
+        """Every payment (not refund), seeded first, as JSON-able dicts."""
+        with self._lock:
+            return [
+                self._describe_locked(entry)
+                for entry in self._entries.values()
+                if entry.kind == "Payment"
+            ]
+
+    def refunds(self) -> list[dict[str, Any]]:
+        """Every refund the simulator holds (seeded earlier refunds included)."""
+        with self._lock:
+            return [
+                {
+                    "refund_id": e.id,
+                    "payment_id": e.refunded_payment_id,
+                    "amount_minor": -e.amount_minor,
+                    "currency": e.currency,
+                    "state": e.state,
+                }
+                for e in self._entries.values()
+                if e.kind == "Refund"
+            ]
+
+    # --- shared request handling ----------------------------------------------------------
+
+    async def _http_exception(self, request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        message = "Wrong URL." if status == 404 else str(getattr(exc, "detail", "Error."))
+        return JSONResponse(error_body(status, message), status)
+
+    async def _authorised_body(self, request: Request) -> tuple[dict[str, Any], bool]:
+        """The JSON body after the token, client and rate checks; True for a Portfolio token."""
+        raw = await request.body()
+        try:
+            # Decimal keeps ValueToRefund exactly as sent: sub-cent checks see the real digits.
+            body = json.loads(raw, parse_float=Decimal)
+        except (ValueError, UnicodeDecodeError):
+            raise MewsRequestError(400, "Invalid request: the body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise MewsRequestError(400, "Invalid request: the body must be a JSON object.")
+        client_token, access_token = body.get("ClientToken"), body.get("AccessToken")
+        if client_token != self.client_token or access_token not in (
+            self.access_token,
+            self.portfolio_access_token,
+        ):
+            raise MewsRequestError(401, MSG_BAD_TOKENS)
+        client = body.get("Client")
+        if not isinstance(client, str) or not client.strip():
+            raise MewsRequestError(400, "Client is required: the name and version of the client.")
+        with self._lock:
+            wait = self._limiter.admit(str(access_token))
+        if wait is not None:
+            raise MewsRequestError(
+                429,
+                MSG_RATE_LIMITED.format(
+                    limit=self._limiter.limit, window=f"{self._limiter.window_s:g}"
+                ),
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        return body, access_token == self.portfolio_access_token
+
+    # --- payments/refund ------------------------------------------------------------------
+
+    async def _refund(self, request: Request) -> Response:
+        try:
+            return JSONResponse(await self._do_refund(request))
+        except MewsRequestError as err:
+            return _error_response(err)
+
+    async def _do_refund(self, request: Request) -> dict[str, Any]:
+        body, portfolio = await self._authorised_body(request)
+        enterprise_id = body.get("EnterpriseId")
+        if portfolio:
+            if enterprise_id is None:
+                raise MewsRequestError(
+                    400, "EnterpriseId is required when using a Portfolio Access Token."
+                )
+            if not _is_uuid(enterprise_id):
+                raise MewsRequestError(400, "Invalid EnterpriseId.")
+        payment_id, account_id = body.get("PaymentId"), body.get("AccountId")
+        if not _is_uuid(payment_id):
+            raise MewsRequestError(400, "Invalid PaymentId.")
+        if not _is_uuid(account_id):
+            raise MewsRequestError(400, "Invalid AccountId.")
+        reason = body.get("Reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise MewsRequestError(400, "Reason is required and must not be empty.")
+        value = body.get("ValueToRefund")
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | Decimal):
+                raise MewsRequestError(400, "Invalid ValueToRefund: it must be a number.")
+            value = Decimal(value)
+            if not value.is_finite() or value <= 0:
+                raise MewsRequestError(400, "Invalid ValueToRefund: it must be greater than 0.")
+
+        with self._lock:
+            payment = self._entries.get(str(payment_id).lower())
+            if (
+                payment is None
+                or payment.kind != "Payment"
+                or (portfolio and str(enterprise_id).lower() != payment.enterprise_id)
+            ):
+                raise MewsRequestError(400, "Invalid PaymentId.")
+            if payment.account_id != str(account_id).lower():
+                raise MewsRequestError(400, "Invalid AccountId.")
+            if value is None:
+                asked_minor = payment.amount_minor
+            else:
+                places = CURRENCY_EXPONENTS[payment.currency]
+                # Enough precision for every digit sent: scaleb must not round.
+                exact = Context(prec=max(28, len(value.as_tuple().digits) + places))
+                scaled = value.scaleb(places, context=exact)
+                if scaled != scaled.to_integral_value():
+                    raise MewsRequestError(
+                        400,
+                        f"Invalid ValueToRefund: {payment.currency} has {places} decimal places.",
+                    )
+                asked_minor = int(scaled)
+            if payment.type not in REFUNDABLE_TYPES:
+                raise MewsRequestError(403, MSG_NOT_REFUNDABLE_TYPE.format(type=payment.type))
+            if payment.state != "Charged":
+                raise MewsRequestError(403, MSG_NOT_CHARGED.format(state=payment.state))
+            left = payment.amount_minor - self._refunded_minor_locked(payment.id)
+            if asked_minor > left:
+                raise MewsRequestError(
+                    403,
+                    MSG_EXCEEDS.format(
+                        asked=_format(asked_minor, payment.currency),
+                        left=_format(max(left, 0), payment.currency),
+                    ),
+                )
+            now = datetime.now(UTC)
+            script = REFUND_SCRIPTS[payment.scenario]
+            refund = _Entry(
+                id=str(uuid.uuid4()),
+                account_id=payment.account_id,
+                enterprise_id=payment.enterprise_id,
+                kind="Refund",
+                type=payment.type,
+                state=script[0],
+                currency=payment.currency,
+                amount_minor=-asked_minor,
+                created_utc=now,
+                updated_utc=now,
+                scenario=payment.scenario,
+                refunded_payment_id=payment.id,
+                script=script,
+            )
+            self._entries[refund.id] = refund
+        self.core.record_refund(
+            payment_id=payment.id, refund_id=refund.id, amount_minor=asked_minor
+        )
+        return {
+            "PaymentId": payment.id,
+            "RefundId": refund.id,
+            "Type": refund.type,
+            "Amount": {
+                "Currency": refund.currency,
+                "Value": _wire_amount(asked_minor, refund.currency),
+            },
+            "State": refund.state,
+        }
+
+    # --- payments/getAll ------------------------------------------------------------------
+
+    async def _get_all(self, request: Request) -> Response:
+        try:
+            return JSONResponse(await self._do_get_all(request))
+        except MewsRequestError as err:
+            return _error_response(err)
+
+    async def _do_get_all(self, request: Request) -> dict[str, Any]:
+        body, portfolio = await self._authorised_body(request)
+        limitation = body.get("Limitation")
+        if not isinstance(limitation, dict):
+            raise MewsRequestError(400, "Limitation is required.")
+        count = limitation.get("Count")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+            raise MewsRequestError(400, f"Limitation.Count must be between 1 and {MAX_COUNT}.")
+        cursor = limitation.get("Cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise MewsRequestError(400, "Invalid Limitation.Cursor.")
+
+        tests: list[Callable[[_Entry], bool]] = []
+        payment_ids = _id_list(body, "PaymentIds", MAX_COUNT)
+        if payment_ids is not None:
+            tests.append(lambda e: e.id in payment_ids)
+        account_ids = _id_list(body, "AccountIds", MAX_ACCOUNT_IDS)
+        if account_ids is not None:
+            tests.append(lambda e: e.account_id in account_ids)
+        for name in ("CreatedUtc", "UpdatedUtc"):
+            interval = _interval(body, name)
+            if interval is not None:
+                tests.append(_in_interval(name, *interval))
+        states = body.get("States")
+        if states is not None:
+            if not isinstance(states, list) or not states:
+                raise MewsRequestError(400, "Invalid States.")
+            tests.append(lambda e: e.state in states)
+        currency = body.get("Currency")
+        if currency is not None:
+            if currency not in CURRENCY_EXPONENTS:
+                raise MewsRequestError(400, "Invalid Currency.")
+            tests.append(lambda e: e.currency == currency)
+        if not tests:
+            raise MewsRequestError(
+                400,
+                "At least one filter must be specified (PaymentIds, AccountIds, CreatedUtc, "
+                "UpdatedUtc, States or Currency).",
+            )
+        # With a normal token the scope is its one enterprise; a Portfolio token sees all.
+        enterprise_ids = _id_list(body, "EnterpriseIds", MAX_COUNT) if portfolio else None
+        if enterprise_ids is not None:
+            tests.append(lambda e: e.enterprise_id in enterprise_ids)
+
+        with self._lock:
+            matching = sorted(
+                (e for e in self._entries.values() if all(test(e) for test in tests)),
+                key=lambda e: (e.created_utc, e.id),
+            )
+            start = 0
+            if cursor is not None:
+                ids = [e.id for e in matching]
+                if cursor.lower() not in ids:
+                    raise MewsRequestError(400, "Invalid Limitation.Cursor.")
+                start = ids.index(cursor.lower()) + 1
+            page = matching[start : start + count]
+            if payment_ids is not None:
+                for entry in page:
+                    self._advance_locked(entry)
+            rendered = [_render(entry) for entry in page]
+        return {"Payments": rendered, "Cursor": page[-1].id if page else None}
+
+    def _advance_locked(self, entry: _Entry) -> None:
+        if entry.kind != "Refund" or not entry.script:
+            return
+        entry.step = min(entry.step + 1, len(entry.script) - 1)
+        state = entry.script[entry.step]
+        if state != entry.state:
+            entry.state = state
+            entry.updated_utc = datetime.now(UTC)
+
+    # --- control ----------------------------------------------------------------------------
+
+    async def _create_payment(self, request: Request) -> Response:
+        try:
+            spec = CreatePayment.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return JSONResponse(
+                {
+                    "error": exc.errors(
+                        include_url=False, include_input=False, include_context=False
+                    )
+                },
+                422,
+            )
+        template = TEMPLATES[spec.scenario]
+        amount = spec.amount_minor if spec.amount_minor is not None else template.amount_minor
+        refunded = (
+            spec.refunded_minor if spec.refunded_minor is not None else template.refunded_minor
+        )
+        if refunded > amount:
+            return JSONResponse({"error": "refunded_minor is more than amount_minor"}, 422)
+        with self._lock:
+            payment = self._add_payment_locked(
+                scenario=spec.scenario,
+                payment_id=str(uuid.uuid4()),
+                account_id=str(uuid.uuid4()),
+                # A second in the past, so the payment sorts before anything refunded later.
+                created=datetime.now(UTC) - timedelta(seconds=1),
+                amount_minor=amount,
+                currency=spec.currency,
+                type_=spec.type,
+                state=spec.state,
+                refunded_minor=refunded,
+            )
+            described = self._describe_locked(payment)
+        return JSONResponse(described, 201)
+
+
+def _id_list(body: dict[str, Any], name: str, limit: int) -> set[str] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(_is_uuid(v) for v in value):
+        raise MewsRequestError(400, f"Invalid {name}.")
+    if len(value) > limit:
+        raise MewsRequestError(400, f"{name} may hold at most {limit} items.")
+    return {str(v).lower() for v in value}
+
+
+def _interval(body: dict[str, Any], name: str) -> tuple[datetime, datetime] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise MewsRequestError(400, f"Invalid {name}.")
+    bounds: list[datetime] = []
+    for key in ("StartUtc", "EndUtc"):
+        text = value.get(key)
+        try:
+            moment = datetime.fromisoformat(text) if isinstance(text, str) else None
+        except ValueError:
+            moment = None
+        if moment is None:
+            raise MewsRequestError(400, f"Invalid {name}.{key}: an ISO 8601 UTC time is needed.")
+        bounds.append(moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment)
+    start, end = bounds
+    if end < start:
+        raise MewsRequestError(400, f"Invalid {name}: EndUtc is before StartUtc.")
+    if end > _plus_months(start, MAX_INTERVAL_MONTHS):
+        raise MewsRequestError(
+            400,
+            f"Invalid {name}: the interval exceeds the maximum of {MAX_INTERVAL_MONTHS} months.",
+        )
+    return start, end
+
+
+def _in_interval(name: str, start: datetime, end: datetime) -> Callable[[_Entry], bool]:
+    if name == "CreatedUtc":
+        return lambda e: start <= e.created_utc <= end
+    return lambda e: start <= e.updated_utc <= end
+
+
+def _render(entry: _Entry) -> dict[str, Any]:
+    value = _wire_amount(entry.amount_minor, entry.currency)
+    amount = {"Currency": entry.currency, "NetValue": value, "GrossValue": value, "TaxValues": []}
+    return {
+        "Id": entry.id,
+        "EnterpriseId": entry.enterprise_id,
+        "AccountId": entry.account_id,
+        "AccountType": "Customer",
+        "Kind": entry.kind,
+        "Type": entry.type,
+        "State": entry.state,
+        "Amount": amount,
+        "OriginalAmount": dict(amount),
+        "CreatedUtc": _wire_time(entry.created_utc),
+        "UpdatedUtc": _wire_time(entry.updated_utc),
+        "ChargedUtc": _wire_time(entry.updated_utc) if entry.state == "Charged" else None,
+        "Notes": None,
+    }
