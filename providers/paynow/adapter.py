@@ -1,0 +1,439 @@
+"""The Paynow v3 refund adapter and its one status ladder.
+
+What Paynow's public API gives us, and what we make of it:
+
+* Every call carries an ``Idempotency-Key``. ``submit`` sends the request's own key, unchanged
+  on every attempt, so a retry after a timeout or a 5xx can never refund twice: that is why
+  :attr:`PaynowAdapter.supports_idempotency_key` is true and why :meth:`find_refunds` has
+  nothing to do (the public API has no "list refunds" endpoint either). ``cancel`` sends a key
+  derived from the request's key, so its retries are idempotent too. Status reads are safe to
+  repeat and use a fresh key each time.
+* There is no whole-payment refund: amount and currency are required. The API exposes no
+  refundable remainder, so :meth:`check_refundable` only checks that the payment is
+  ``CONFIRMED``; an over-refund is reported by the create call itself.
+* The request's free-text ``reason`` is ours; Paynow only takes the ``reason_code`` enum. When
+  no code is given the ``reason`` field is left out of the body (the seed page marks it
+  optional) rather than defaulting to ``OTHER``.
+* Marketplace ``transfers`` are passed through. Whether their gross amounts must add up to the
+  refund amount is unconfirmed, so it is not enforced here; Paynow will say if it disagrees.
+
+The adapter never retries: the workflow engine owns retries and sees every attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from core.models import ProviderName, ProviderRefund, ProviderRefundStatus, RefundRequest
+from core.settings import Settings
+from providers.base import RefundableCheck
+from providers.errors import (
+    AmountExceedsRefundableError,
+    BadRequestError,
+    InsufficientBalanceError,
+    InvalidRequestError,
+    PaymentNotRefundableError,
+    ProviderStatusError,
+    ProviderValidationError,
+    RefundNotCancellableError,
+    ServerError,
+    class_for_status,
+    redact,
+)
+from providers.http import build_client, parse_retry_after, translate_transport_errors
+from providers.paynow.models import (
+    MAX_AMOUNT,
+    MAX_TRANSFER_AMOUNT,
+    PAYMENT_ID_PATTERN,
+    CreateRefundAnswer,
+    CreateRefundBody,
+    ErrorAnswer,
+    PaymentStatusAnswer,
+    RefundStatusAnswer,
+    TransferBody,
+)
+from providers.paynow.signature import IDEMPOTENCY_KEY_HEADER, SIGNATURE_HEADER, PaynowSignatureAuth
+
+PROVIDER = ProviderName.PAYNOW.value
+USER_AGENT = "refund-orchestrator/0.1.0"
+
+_PAYMENT_ID = re.compile(PAYMENT_ID_PATTERN)
+# Refund ids come back from Paynow; they go into a URL path, so only plain ids are accepted.
+_REFUND_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_REQUEST_ID_HEADERS = ("X-Request-Id", "Request-Id")
+
+REFUND_STATUSES: Mapping[str, ProviderRefundStatus] = {
+    "NEW": ProviderRefundStatus.PENDING,
+    "PENDING": ProviderRefundStatus.PENDING,
+    "SUCCESSFUL": ProviderRefundStatus.SUCCEEDED,
+    "FAILED": ProviderRefundStatus.FAILED,
+    "CANCELLED": ProviderRefundStatus.CANCELED,
+}
+
+# The errorTypes Paynow uses for an over-refund and for a payment that is not CONFIRMED are
+# not in its public documentation (only VALIDATION_ERROR is). We key on the message texts our
+# simulator sends (simulators/paynow/state.py) plus close variants; anything else stays a
+# ProviderValidationError, which is final as well, so a miss only loses precision.
+_OVER_REFUND_HINTS = (
+    "exceeds the amount available",
+    "exceeds the refundable",
+    "exceeds available",
+    "exceeds the payment amount",
+)
+_NOT_REFUNDABLE_HINTS = (
+    "not confirmed",
+    "only confirmed payments",
+    "cannot be refunded",
+    "not refundable",
+)
+_INSUFFICIENT_FUNDS = "INSUFFICIENT_BALANCE_FUNDS"
+_VALIDATION = "VALIDATION_ERROR"
+
+_Answer = TypeVar("_Answer", bound=BaseModel)
+
+
+def map_refund_status(raw_status: str) -> ProviderRefundStatus:
+    """Paynow refund status -> neutral status; an unknown status is treated as pending."""
+    return REFUND_STATUSES.get(raw_status.upper(), ProviderRefundStatus.PENDING)
+
+
+def cancel_idempotency_key(idempotency_key: str) -> str:
+    """The cancel call's key: derived from the refund's key, so every retry sends the same."""
+    return "cancel-" + hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:38]
+
+
+def check_paynow_request(request: RefundRequest) -> None:
+    """Offline checks of what Paynow would refuse; raises one error listing every problem."""
+    problems: list[str] = []
+    if request.provider is not ProviderName.PAYNOW:
+        problems.append(f"provider is {request.provider.value!r}, not 'paynow'")
+    if not _PAYMENT_ID.match(request.payment_id):
+        problems.append(
+            f"payment_id {request.payment_id!r} is not a Paynow payment id "
+            "(four letters or digits, then three groups of three, like 'NOLV-8F9-08K-WGD')"
+        )
+    if request.amount_minor is None or request.currency is None:
+        problems.append(
+            "amount_minor and currency are required: Paynow has no whole-payment refund"
+        )
+    elif request.amount_minor > MAX_AMOUNT:
+        problems.append(f"amount_minor {request.amount_minor} has more than 10 digits")
+    if request.account_id is not None:
+        problems.append("account_id is a Mews-only field that Paynow refunds do not take")
+    if request.enterprise_id is not None:
+        problems.append("enterprise_id is a Mews-only field that Paynow refunds do not take")
+    for index, transfer in enumerate(request.transfers):
+        if len(transfer.seller_id) > 15:
+            problems.append(f"transfers[{index}].seller_id is longer than 15 characters")
+        for field, value in (
+            ("gross_amount_minor", transfer.gross_amount_minor),
+            ("fee_amount_minor", transfer.fee_amount_minor),
+        ):
+            if not 0 <= value <= MAX_TRANSFER_AMOUNT:
+                problems.append(f"transfers[{index}].{field} must be 0..{MAX_TRANSFER_AMOUNT}")
+    if problems:
+        raise InvalidRequestError(
+            "refund request refused before sending: " + "; ".join(problems), provider=PROVIDER
+        )
+
+
+def _request_id(response: httpx.Response) -> str | None:
+    for header in _REQUEST_ID_HEADERS:
+        value: str | None = response.headers.get(header)
+        if value:
+            return value
+    return None
+
+
+def _redact_tree(value: Any, secrets: Sequence[str]) -> Any:
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {key: _redact_tree(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_tree(item, secrets) for item in value]
+    return value
+
+
+def _secrets_of(response: httpx.Response, secrets: Sequence[str]) -> list[str]:
+    """The adapter's secrets plus the Signature that was sent, should a provider echo it."""
+    found = list(secrets)
+    signature: str | None
+    try:
+        signature = response.request.headers.get(SIGNATURE_HEADER)
+    except RuntimeError:  # a Response built without its request (tests)
+        signature = None
+    if signature:
+        found.append(signature)
+    return found
+
+
+def _error_class(
+    status: int, error_type: str | None, text: str, operation: str
+) -> type[ProviderStatusError]:
+    if error_type == _INSUFFICIENT_FUNDS:
+        return InsufficientBalanceError
+    if operation == "cancel" and status == 400:
+        # Paynow cancels only NEW refunds; its error type for "too late" is unconfirmed. A
+        # refund that cannot be cancelled keeps being polled, which is safe whatever the cause.
+        return RefundNotCancellableError
+    if status in (400, 403, 422):
+        lowered = text.lower()
+        if any(hint in lowered for hint in _OVER_REFUND_HINTS):
+            return AmountExceedsRefundableError
+        if any(hint in lowered for hint in _NOT_REFUNDABLE_HINTS):
+            return PaymentNotRefundableError
+    if status in (400, 422):
+        return ProviderValidationError if error_type == _VALIDATION else BadRequestError
+    # 401, 403, 404, 408, 409, 429 and 5xx (503 SYSTEM_TEMPORARILY_UNAVAILABLE included).
+    return class_for_status(status)
+
+
+def error_from_response(
+    response: httpx.Response, *, operation: str, secrets: Sequence[str] = ()
+) -> ProviderStatusError:
+    """The status ladder: one non-success Paynow answer -> one error of the shared tree."""
+    all_secrets = _secrets_of(response, secrets)
+    try:
+        raw: Any = response.json()
+    except ValueError:
+        raw = None
+    body = _redact_tree(raw, all_secrets) if isinstance(raw, dict) else None
+    try:
+        parsed = ErrorAnswer.model_validate(body) if body is not None else ErrorAnswer()
+    except ValidationError:
+        parsed = ErrorAnswer()
+    error_type = next((e.error_type.upper() for e in parsed.errors if e.error_type), None)
+    details = [
+        f"{item.error_type}: {item.message}" if item.error_type else str(item.message)
+        for item in parsed.errors
+        if item.error_type or item.message
+    ]
+    text = "; ".join(details) or response.reason_phrase or f"HTTP {response.status_code}"
+    text = redact(text, all_secrets)
+    error_class = _error_class(response.status_code, error_type, text, operation)
+    return error_class(
+        f"{operation}: {text}",
+        provider=PROVIDER,
+        status_code=response.status_code,
+        request_id=_request_id(response),
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        body=body,
+        provider_code=error_type,
+    )
+
+
+def _read_answer(response: httpx.Response, model: type[_Answer], *, operation: str) -> _Answer:
+    """A success answer in ``model``'s shape; an unreadable one is a retryable ServerError.
+
+    Retrying is safe because every Paynow write is sent under an idempotency key.
+    """
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError:
+        raise ServerError(
+            f"{operation}: the HTTP {response.status_code} answer could not be read "
+            f"as {model.__name__}",
+            provider=PROVIDER,
+            status_code=response.status_code,
+            request_id=_request_id(response),
+        ) from None
+
+
+class PaynowAdapter:
+    """:class:`providers.base.RefundProvider` for Paynow v3."""
+
+    def __init__(
+        self, *, client: httpx.AsyncClient, api_key: SecretStr, signature_key: SecretStr
+    ) -> None:
+        self._client = client
+        self._auth = PaynowSignatureAuth(api_key=api_key, signature_key=signature_key)
+        self._secrets = (api_key.get_secret_value(), signature_key.get_secret_value())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PaynowAdapter:
+        api_key = settings.require("PAYNOW_API_KEY", purpose="calling the Paynow v3 API")
+        signature_key = settings.require(
+            "PAYNOW_SIGNATURE_KEY", purpose="signing Paynow v3 requests"
+        )
+        client = build_client(
+            base_url=settings.paynow_base_url,
+            timeout_s=settings.refunds_http_timeout_s,
+            user_agent=USER_AGENT,
+        )
+        return cls(client=client, api_key=api_key, signature_key=signature_key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={str(self._client.base_url)!r})"
+
+    @property
+    def name(self) -> ProviderName:
+        return ProviderName.PAYNOW
+
+    @property
+    def supports_idempotency_key(self) -> bool:
+        return True
+
+    def check_request(self, request: RefundRequest) -> None:
+        check_paynow_request(request)
+
+    async def check_refundable(self, request: RefundRequest) -> RefundableCheck:
+        amount_minor, currency = _checked_money(request)
+        response = await self._call(
+            "check_refundable",
+            "GET",
+            f"v3/payments/{request.payment_id}/status",
+            idempotency_key=str(uuid.uuid4()),
+        )
+        answer = _read_answer(response, PaymentStatusAnswer, operation="check_refundable")
+        state = redact(answer.status, self._secrets)
+        if answer.status.upper() != "CONFIRMED":
+            raise PaymentNotRefundableError(
+                f"check_refundable: payment {request.payment_id} is {state}; "
+                "only CONFIRMED payments can be refunded",
+                provider=PROVIDER,
+                status_code=response.status_code,
+                request_id=_request_id(response),
+                provider_code=state,
+            )
+        return RefundableCheck(
+            payment_id=request.payment_id,
+            currency=currency,
+            amount_minor=amount_minor,
+            refundable_minor=None,
+            raw_payment_state=state,
+        )
+
+    async def submit(self, request: RefundRequest) -> ProviderRefund:
+        amount_minor, currency = _checked_money(request)
+        body = CreateRefundBody(
+            amount=amount_minor,
+            reason=request.reason_code,
+            transfers=[
+                TransferBody(
+                    seller_id=t.seller_id,
+                    gross_amount=t.gross_amount_minor,
+                    fee_amount=t.fee_amount_minor,
+                )
+                for t in request.transfers
+            ]
+            or None,
+        )
+        response = await self._call(
+            "submit",
+            "POST",
+            f"v3/payments/{request.payment_id}/refunds",
+            idempotency_key=request.idempotency_key,
+            json_body=body.model_dump(mode="json", by_alias=True, exclude_none=True),
+        )
+        answer = _read_answer(response, CreateRefundAnswer, operation="submit")
+        return ProviderRefund(
+            refund_id=answer.refund_id,
+            status=map_refund_status(answer.status),
+            raw_status=answer.status,
+            amount_minor=amount_minor,
+            currency=currency,
+        )
+
+    async def get_refund(self, request: RefundRequest, refund_id: str) -> ProviderRefund:
+        _check_refund_id(refund_id)
+        response = await self._call(
+            "get_refund",
+            "GET",
+            f"v3/refunds/{refund_id}/status",
+            idempotency_key=str(uuid.uuid4()),
+        )
+        answer = _read_answer(response, RefundStatusAnswer, operation="get_refund")
+        return self._snapshot(request, refund_id, answer.status, answer.failure_reason)
+
+    async def cancel(self, request: RefundRequest, refund_id: str) -> ProviderRefund:
+        """Cancel a NEW refund; its new state comes back without a second call.
+
+        The cancel answer's body is not documented: when it carries ``{refundId, status}``
+        that status is returned, otherwise a ``CANCELLED`` snapshot (a success answer means
+        the refund was cancelled).
+        """
+        _check_refund_id(refund_id)
+        response = await self._call(
+            "cancel",
+            "POST",
+            f"v3/refunds/{refund_id}/cancel",
+            idempotency_key=cancel_idempotency_key(request.idempotency_key),
+        )
+        try:
+            answer = RefundStatusAnswer.model_validate_json(response.content)
+        except ValidationError:
+            return self._snapshot(request, refund_id, "CANCELLED", None)
+        return self._snapshot(request, refund_id, answer.status, answer.failure_reason)
+
+    async def find_refunds(
+        self, request: RefundRequest, *, created_from: datetime, created_to: datetime
+    ) -> list[ProviderRefund]:
+        """Always empty: Paynow's public API cannot list refunds, and needs not.
+
+        An unknown outcome is resolved by re-sending ``submit`` with the same
+        Idempotency-Key, which returns the refund made the first time.
+        """
+        return []
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _snapshot(
+        self, request: RefundRequest, refund_id: str, raw_status: str, failure_reason: str | None
+    ) -> ProviderRefund:
+        # The status endpoint returns no amount: the refund carries what was asked for.
+        return ProviderRefund(
+            refund_id=refund_id,
+            status=map_refund_status(raw_status),
+            raw_status=raw_status,
+            amount_minor=request.amount_minor,
+            currency=request.currency,
+            failure_reason=failure_reason,
+        )
+
+    async def _call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        idempotency_key: str,
+        json_body: Mapping[str, Any] | None = None,
+    ) -> httpx.Response:
+        headers = {IDEMPOTENCY_KEY_HEADER: idempotency_key, "Accept": "application/json"}
+        content: bytes | None = None
+        if json_body is not None:
+            # Serialized once: these bytes are both signed (by the auth) and sent.
+            content = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False).encode()
+            headers["Content-Type"] = "application/json"
+        async with translate_transport_errors(PROVIDER, operation, secrets=self._secrets):
+            response = await self._client.request(
+                method, path, content=content, headers=headers, auth=self._auth
+            )
+        if response.is_success:
+            return response
+        raise error_from_response(response, operation=operation, secrets=self._secrets)
+
+
+def _checked_money(request: RefundRequest) -> tuple[int, str]:
+    check_paynow_request(request)
+    if request.amount_minor is None or request.currency is None:  # refused above; narrows
+        raise InvalidRequestError("amount_minor and currency are required", provider=PROVIDER)
+    return request.amount_minor, request.currency
+
+
+def _check_refund_id(refund_id: str) -> None:
+    if not _REFUND_ID.match(refund_id):
+        raise InvalidRequestError(
+            f"refund id {refund_id!r} is not a Paynow refund id", provider=PROVIDER
+        )

@@ -1,0 +1,80 @@
+"""The Paynow simulator's keys, scenarios and seeded payments.
+
+The default keys are Paynow's public sandbox keys (the ones its signature test vectors use).
+Every seeded payment has a fixed id matching Paynow's pattern, so demos and docs can name them;
+tests that change state create their own payment through ``POST /_sim/payments`` instead.
+
+A scenario decides how a payment answers a refund and how its refunds move. Each status read
+of a refund advances it one step along ``timeline`` (the last step then repeats):
+
+* ``succeeds``: refund created NEW; reads give PENDING, then SUCCESSFUL.
+* ``succeeds_immediately``: refund created SUCCESSFUL.
+* ``fails``: created NEW; reads give PENDING, then FAILED with ``CARD_BALANCE_ERROR``.
+* ``awaiting``: created NEW (merchant balance short); NEW for 20 reads, then SUCCESSFUL.
+  The one to cancel.
+* ``slow``: created NEW; PENDING for 10 reads, then SUCCESSFUL.
+* ``not_confirmed``: the payment is PENDING; a refund is refused (400).
+* ``partly_refunded``: 60% of the payment was refunded already (100.00 PLN, 60.00 gone).
+* ``insufficient_funds``: a refund is refused with 400 ``INSUFFICIENT_BALANCE_FUNDS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_API_KEY = "97a55694-5478-43b5-b406-fb49ebfdd2b5"
+DEFAULT_SIGNATURE_KEY = "b305b996-bca5-4404-a0b7-2ccea3d2b64b"
+
+DEFAULT_AMOUNT_MINOR = 10_000
+DEFAULT_CURRENCY = "PLN"
+# Paynow's minimum refund: 1 PLN for card payments, one grosz otherwise.
+MINIMUM_REFUND_MINOR = {"card": 100, "blik": 1}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    payment_status: str = "CONFIRMED"
+    created_status: str = "NEW"
+    timeline: tuple[str, ...] = ("PENDING", "SUCCESSFUL")
+    failure_reason: str | None = None
+    insufficient_funds: bool = False
+    # Share of the payment refunded before the simulator started, in percent.
+    refunded_percent: int = 0
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("succeeds"),
+        Scenario("succeeds_immediately", created_status="SUCCESSFUL", timeline=()),
+        Scenario("fails", timeline=("PENDING", "FAILED"), failure_reason="CARD_BALANCE_ERROR"),
+        Scenario("awaiting", timeline=("NEW",) * 20 + ("SUCCESSFUL",)),
+        Scenario("slow", timeline=("PENDING",) * 10 + ("SUCCESSFUL",)),
+        Scenario("not_confirmed", payment_status="PENDING"),
+        Scenario("partly_refunded", refunded_percent=60),
+        Scenario("insufficient_funds", insufficient_funds=True),
+    )
+}
+
+
+@dataclass(frozen=True)
+class SeedPayment:
+    payment_id: str
+    scenario: str
+    amount_minor: int = DEFAULT_AMOUNT_MINOR
+    currency: str = DEFAULT_CURRENCY
+    method: str = "card"
+
+
+SEED_PAYMENTS: tuple[SeedPayment, ...] = (
+    SeedPayment("SUCC-EED-S00-001", "succeeds"),
+    SeedPayment("SUCC-IMM-000-001", "succeeds_immediately"),
+    SeedPayment("FAIL-S00-000-001", "fails"),
+    SeedPayment("AWAI-TNG-000-001", "awaiting"),
+    SeedPayment("SLOW-000-000-001", "slow"),
+    SeedPayment("NCNF-000-000-001", "not_confirmed"),
+    SeedPayment("PART-REF-000-001", "partly_refunded"),
+    SeedPayment("NOFU-NDS-000-001", "insufficient_funds"),
+    SeedPayment("BLIK-000-000-001", "succeeds", method="blik"),
+)

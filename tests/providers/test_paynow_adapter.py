@@ -1,0 +1,373 @@
+"""The Paynow adapter on a MockTransport: what goes on the wire, what comes back, refusals."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from core.models import ProviderName, ProviderRefundStatus, ReasonCode, RefundRequest, Transfer
+from core.settings import MissingSettingError, Settings
+from providers.base import RefundProvider
+from providers.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    ProviderConnectError,
+    ServerError,
+    UnknownOutcomeError,
+)
+from providers.paynow import PaynowAdapter, check_paynow_request, sign_request
+from providers.paynow.adapter import cancel_idempotency_key, map_refund_status
+
+API_KEY = "97a55694-5478-43b5-b406-fb49ebfdd2b5"
+SIGNATURE_KEY = "b305b996-bca5-4404-a0b7-2ccea3d2b64b"
+BASE_URL = "https://paynow.test/paynow"
+PAYMENT_ID = "ABCD-123-456-789"
+REFUND_ID = "R123-456-789-ABC"
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def _request(**changes: Any) -> RefundRequest:
+    fields: dict[str, Any] = {
+        "idempotency_key": "order-42:refund-1",
+        "provider": ProviderName.PAYNOW,
+        "payment_id": PAYMENT_ID,
+        "amount_minor": 1234,
+        "currency": "PLN",
+        "reason": "customer returned the parcel",
+    }
+    fields.update(changes)
+    return RefundRequest(**fields)
+
+
+def _adapter(handler: Handler, seen: list[httpx.Request] | None = None) -> PaynowAdapter:
+    def recording(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request)
+        return handler(request)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(recording), base_url=BASE_URL)
+    return PaynowAdapter(
+        client=client, api_key=SecretStr(API_KEY), signature_key=SecretStr(SIGNATURE_KEY)
+    )
+
+
+def _answer(status: int, body: dict[str, Any]) -> Handler:
+    return lambda _: httpx.Response(status, json=body)
+
+
+def _assert_signed(sent: httpx.Request) -> None:
+    """The Signature header is the v3 signature of what this request actually carried."""
+    parameters: dict[str, list[str]] = {}
+    for name, value in sent.url.params.multi_items():
+        parameters.setdefault(name, []).append(value)
+    assert sent.headers["Signature"] == sign_request(
+        api_key=sent.headers["Api-Key"],
+        idempotency_key=sent.headers["Idempotency-Key"],
+        signature_key=SIGNATURE_KEY,
+        body=sent.content,
+        parameters=parameters,
+    )
+    assert sent.headers["Api-Key"] == API_KEY
+    assert sent.headers["Accept"] == "application/json"
+
+
+def test_is_a_refund_provider() -> None:
+    adapter = _adapter(_answer(200, {}))
+    assert isinstance(adapter, RefundProvider)
+    assert adapter.name is ProviderName.PAYNOW
+    assert adapter.supports_idempotency_key is True
+    assert API_KEY not in repr(adapter)
+    assert SIGNATURE_KEY not in repr(adapter)
+
+
+async def test_submit_sends_the_signed_compact_body_under_the_request_key() -> None:
+    seen: list[httpx.Request] = []
+    adapter = _adapter(_answer(201, {"refundId": REFUND_ID, "status": "NEW"}), seen)
+    refund = await adapter.submit(_request())
+    (sent,) = seen
+    assert sent.method == "POST"
+    assert sent.url.path == f"/paynow/v3/payments/{PAYMENT_ID}/refunds"
+    assert sent.headers["Idempotency-Key"] == "order-42:refund-1"
+    assert sent.headers["Content-Type"] == "application/json"
+    # No reason code given: the optional field is left out, not sent as null or OTHER.
+    assert sent.content == b'{"amount":1234}'
+    _assert_signed(sent)
+    assert refund.refund_id == REFUND_ID
+    assert refund.status is ProviderRefundStatus.PENDING
+    assert refund.raw_status == "NEW"
+    assert (refund.amount_minor, refund.currency) == (1234, "PLN")
+
+
+async def test_submit_sends_reason_code_and_transfers_in_camel_case() -> None:
+    seen: list[httpx.Request] = []
+    adapter = _adapter(_answer(201, {"refundId": REFUND_ID, "status": "PENDING"}), seen)
+    request = _request(
+        reason_code=ReasonCode.REFUND_BEFORE_14,
+        transfers=(
+            Transfer(seller_id="seller-1", gross_amount_minor=1000, fee_amount_minor=50),
+            Transfer(seller_id="seller-2", gross_amount_minor=234, fee_amount_minor=0),
+        ),
+    )
+    await adapter.submit(request)
+    assert json.loads(seen[0].content) == {
+        "amount": 1234,
+        "reason": "REFUND_BEFORE_14",
+        "transfers": [
+            {"sellerId": "seller-1", "grossAmount": 1000, "feeAmount": 50},
+            {"sellerId": "seller-2", "grossAmount": 234, "feeAmount": 0},
+        ],
+    }
+    assert b" " not in seen[0].content
+    _assert_signed(seen[0])
+
+
+async def test_every_retry_of_submit_sends_the_same_key_and_bytes() -> None:
+    seen: list[httpx.Request] = []
+    adapter = _adapter(_answer(201, {"refundId": REFUND_ID, "status": "NEW"}), seen)
+    for _ in range(3):
+        await adapter.submit(_request(reason_code=ReasonCode.RMA))
+    assert {r.headers["Idempotency-Key"] for r in seen} == {"order-42:refund-1"}
+    assert {r.content for r in seen} == {b'{"amount":1234,"reason":"RMA"}'}
+
+
+async def test_reads_use_fresh_keys_and_no_body() -> None:
+    seen: list[httpx.Request] = []
+    adapter = _adapter(_answer(200, {"refundId": REFUND_ID, "status": "PENDING"}), seen)
+    await adapter.get_refund(_request(), REFUND_ID)
+    await adapter.get_refund(_request(), REFUND_ID)
+    keys = [r.headers["Idempotency-Key"] for r in seen]
+    assert keys[0] != keys[1]
+    for sent, key in zip(seen, keys, strict=True):
+        uuid.UUID(key)
+        assert sent.method == "GET"
+        assert sent.url.path == f"/paynow/v3/refunds/{REFUND_ID}/status"
+        assert sent.content == b""
+        assert "Content-Type" not in sent.headers
+        _assert_signed(sent)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("NEW", ProviderRefundStatus.PENDING),
+        ("PENDING", ProviderRefundStatus.PENDING),
+        ("SUCCESSFUL", ProviderRefundStatus.SUCCEEDED),
+        ("FAILED", ProviderRefundStatus.FAILED),
+        ("CANCELLED", ProviderRefundStatus.CANCELED),
+        ("SOMETHING_NEW", ProviderRefundStatus.PENDING),
+    ],
+)
+async def test_status_mapping(raw: str, expected: ProviderRefundStatus) -> None:
+    assert map_refund_status(raw) is expected
+    body = {"refundId": REFUND_ID, "status": raw, "failureReason": "OTHER"}
+    refund = await _adapter(_answer(200, body)).get_refund(_request(), REFUND_ID)
+    assert refund.status is expected
+    assert refund.raw_status == raw
+    assert refund.failure_reason == "OTHER"
+
+
+async def test_cancel_uses_a_derived_stable_key_and_signs_an_empty_body() -> None:
+    seen: list[httpx.Request] = []
+    body = {"refundId": REFUND_ID, "status": "CANCELLED"}
+    adapter = _adapter(_answer(200, body), seen)
+    first = await adapter.cancel(_request(), REFUND_ID)
+    await adapter.cancel(_request(), REFUND_ID)
+    key = seen[0].headers["Idempotency-Key"]
+    assert key == seen[1].headers["Idempotency-Key"] == cancel_idempotency_key("order-42:refund-1")
+    assert key != "order-42:refund-1"
+    assert len(key) <= 45
+    assert seen[0].url.path == f"/paynow/v3/refunds/{REFUND_ID}/cancel"
+    assert seen[0].content == b""
+    assert "Content-Type" not in seen[0].headers
+    _assert_signed(seen[0])
+    assert first.status is ProviderRefundStatus.CANCELED
+
+
+async def test_cancel_without_a_readable_answer_is_a_cancelled_snapshot() -> None:
+    adapter = _adapter(lambda _: httpx.Response(202))
+    refund = await adapter.cancel(_request(), REFUND_ID)
+    assert (refund.refund_id, refund.status, refund.raw_status) == (
+        REFUND_ID,
+        ProviderRefundStatus.CANCELED,
+        "CANCELLED",
+    )
+
+
+async def test_unreadable_success_answer_is_a_retryable_server_error() -> None:
+    adapter = _adapter(lambda _: httpx.Response(201, text="<html>ok</html>"))
+    with pytest.raises(ServerError) as caught:
+        await adapter.submit(_request())
+    assert caught.value.retryable
+    assert caught.value.status_code == 201
+
+
+async def test_check_refundable_reports_the_payment_state() -> None:
+    seen: list[httpx.Request] = []
+    adapter = _adapter(_answer(200, {"paymentId": PAYMENT_ID, "status": "CONFIRMED"}), seen)
+    check = await adapter.check_refundable(_request())
+    assert seen[0].url.path == f"/paynow/v3/payments/{PAYMENT_ID}/status"
+    _assert_signed(seen[0])
+    assert check.payment_id == PAYMENT_ID
+    assert (check.amount_minor, check.currency) == (1234, "PLN")
+    assert check.refundable_minor is None
+    assert check.raw_payment_state == "CONFIRMED"
+
+
+async def test_find_refunds_is_empty_without_calling_paynow() -> None:
+    seen: list[httpx.Request] = []
+    adapter = _adapter(_answer(200, {}), seen)
+    now = datetime.now(UTC)
+    assert await adapter.find_refunds(_request(), created_from=now, created_to=now) == []
+    assert seen == []
+
+
+async def test_refused_requests_never_reach_paynow() -> None:
+    seen: list[httpx.Request] = []
+    adapter = _adapter(_answer(201, {"refundId": REFUND_ID, "status": "NEW"}), seen)
+    with pytest.raises(InvalidRequestError):
+        await adapter.submit(_request(payment_id="not-a-paynow-id"))
+    with pytest.raises(InvalidRequestError):
+        await adapter.check_refundable(_request(amount_minor=None, currency=None))
+    with pytest.raises(InvalidRequestError, match="refund id"):
+        await adapter.get_refund(_request(), "../payments/x")
+    assert seen == []
+
+
+async def test_transport_errors_are_translated_without_secrets() -> None:
+    def connect_refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"refused (key {API_KEY})", request=request)
+
+    def read_timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout(f"timed out (key {SIGNATURE_KEY})", request=request)
+
+    with pytest.raises(ProviderConnectError) as refused:
+        await _adapter(connect_refused).submit(_request())
+    with pytest.raises(UnknownOutcomeError) as unknown:
+        await _adapter(read_timeout).submit(_request())
+    for error in (refused.value, unknown.value):
+        assert error.retryable
+        for text in (str(error), repr(error)):
+            assert API_KEY not in text
+            assert SIGNATURE_KEY not in text
+    assert unknown.value.outcome_unknown
+    assert not refused.value.outcome_unknown
+
+
+async def test_error_answers_echoing_credentials_are_redacted() -> None:
+    signatures: list[str] = []
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        signatures.append(request.headers["Signature"])
+        text = f"bad {request.headers['Api-Key']} {request.headers['Signature']} {SIGNATURE_KEY}"
+        return httpx.Response(
+            401,
+            json={"statusCode": 401, "errors": [{"errorType": "UNAUTHORIZED", "message": text}]},
+        )
+
+    with pytest.raises(AuthenticationError) as caught:
+        await _adapter(echo).submit(_request())
+    error = caught.value
+    for text in (str(error), repr(error), repr(error.body)):
+        assert API_KEY not in text
+        assert SIGNATURE_KEY not in text
+        assert signatures[0] not in text
+
+
+def test_from_settings_requires_the_signature_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PAYNOW_SIGNATURE_KEY", raising=False)
+    settings = Settings(_env_file=None, paynow_api_key=SecretStr(API_KEY))
+    with pytest.raises(MissingSettingError, match="PAYNOW_SIGNATURE_KEY"):
+        PaynowAdapter.from_settings(settings)
+
+
+def test_from_settings_requires_the_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PAYNOW_API_KEY", raising=False)
+    settings = Settings(_env_file=None, paynow_signature_key=SecretStr(SIGNATURE_KEY))
+    with pytest.raises(MissingSettingError, match="PAYNOW_API_KEY"):
+        PaynowAdapter.from_settings(settings)
+
+
+async def test_from_settings_builds_a_client_for_the_base_url() -> None:
+    settings = Settings(
+        _env_file=None,
+        paynow_base_url="http://127.0.0.1:8700/paynow",
+        paynow_api_key=SecretStr(API_KEY),
+        paynow_signature_key=SecretStr(SIGNATURE_KEY),
+    )
+    adapter = PaynowAdapter.from_settings(settings)
+    assert "127.0.0.1:8700/paynow" in repr(adapter)
+    await adapter.aclose()
+
+
+# --- check_paynow_request ----------------------------------------------------------------------
+
+
+def test_a_good_request_passes() -> None:
+    check_paynow_request(_request())
+    check_paynow_request(
+        _request(
+            reason_code=ReasonCode.OTHER,
+            amount_minor=9_999_999_999,
+            transfers=(Transfer(seller_id="s" * 15, gross_amount_minor=1, fee_amount_minor=0),),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"payment_id": "ABCD-123-456"}, "is not a Paynow payment id"),
+        ({"payment_id": "ABCD_123-456-789"}, "is not a Paynow payment id"),
+        ({"amount_minor": None, "currency": None}, "Paynow has no whole-payment refund"),
+        ({"amount_minor": 10_000_000_000}, "more than 10 digits"),
+        ({"account_id": "acc-1"}, "account_id is a Mews-only field"),
+        ({"enterprise_id": "ent-1"}, "enterprise_id is a Mews-only field"),
+        ({"provider": ProviderName.MEWS}, "not 'paynow'"),
+    ],
+)
+def test_refusals_say_why(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidRequestError, match=re.escape(message)) as caught:
+        check_paynow_request(_request(**changes))
+    assert str(caught.value).startswith("paynow: refund request refused before sending")
+
+
+def test_transfer_limits_are_checked_even_past_the_model() -> None:
+    # The core model bounds these already; model_construct skips it to prove ours holds too.
+    oversized = Transfer.model_construct(
+        seller_id="s" * 16, gross_amount_minor=100_000_001, fee_amount_minor=-1
+    )
+    request = _request().model_copy(update={"transfers": (oversized,)})
+    with pytest.raises(InvalidRequestError) as caught:
+        check_paynow_request(request)
+    assert "transfers[0].seller_id" in caught.value.message
+    assert "transfers[0].gross_amount_minor" in caught.value.message
+    assert "transfers[0].fee_amount_minor" in caught.value.message
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        check_paynow_request(_request(payment_id="nope", account_id="a", enterprise_id="e"))
+    assert caught.value.message.count(";") == 2
+
+
+def test_transfer_sum_is_not_enforced() -> None:
+    # Unconfirmed upstream rule: transfers need not add up to the refund amount.
+    check_paynow_request(
+        _request(
+            transfers=(Transfer(seller_id="s", gross_amount_minor=1, fee_amount_minor=0),),
+        )
+    )
+
+
+def test_check_request_method_is_the_same_check() -> None:
+    with pytest.raises(InvalidRequestError):
+        _adapter(_answer(200, {})).check_request(_request(payment_id="bad"))
