@@ -1,0 +1,68 @@
+"""One typed input and one typed result per activity (fields can be added without breaking
+history). No aliases, no credentials: these travel through Temporal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from core.models import ProviderRefund, RefundRequest
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ValidateInput(_Model):
+    request: RefundRequest
+
+
+class ValidatedRefund(_Model):
+    amount_minor: int
+    currency: str
+    payment_amount_minor: int | None = None
+    refundable_minor: int | None = None
+    raw_payment_state: str | None = None
+    attempt: int = 1
+
+
+class SubmitInput(_Model):
+    request: RefundRequest
+
+
+class SubmittedRefund(_Model):
+    refund: ProviderRefund
+    attempt: int = 1
+
+
+class PollInput(_Model):
+    request: RefundRequest
+    refund_id: str
+
+
+class PolledRefund(_Model):
+    refund: ProviderRefund
+    attempt: int = 1
+
+
+class CancelAtProviderInput(_Model):
+    request: RefundRequest
+    refund_id: str
+    reason: str
+
+
+class CancelAtProviderResult(_Model):
+    canceled: bool
+    refund: ProviderRefund | None = None
+    note: str
+
+
+class FindRefundsInput(_Model):
+    request: RefundRequest
+    created_from: datetime
+    created_to: datetime
+
+
+class FoundRefunds(_Model):
+    refunds: tuple[ProviderRefund, ...]

@@ -1,0 +1,101 @@
+"""The refund activities: validate, submit, poll status, cancel, find submitted refunds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.failures import PROVIDER_NOT_CONFIGURED, provider_failures
+from activities.models import (
+    CancelAtProviderInput,
+    CancelAtProviderResult,
+    FindRefundsInput,
+    FoundRefunds,
+    PolledRefund,
+    PollInput,
+    SubmitInput,
+    SubmittedRefund,
+    ValidatedRefund,
+    ValidateInput,
+)
+from core.models import RefundRequest
+from providers.base import RefundProvider
+from providers.errors import RefundNotCancellableError
+from providers.registry import ProviderDirectory, ProviderNotConfiguredError
+
+
+class RefundActivities:
+    """Holds the provider adapters; one instance per worker."""
+
+    def __init__(self, providers: ProviderDirectory) -> None:
+        self._providers = providers
+
+    def _provider(self, request: RefundRequest) -> RefundProvider:
+        try:
+            return self._providers.for_request(request)
+        except ProviderNotConfiguredError as err:
+            raise ApplicationError(
+                str(err), type=PROVIDER_NOT_CONFIGURED, non_retryable=True
+            ) from None
+
+    @activity.defn(name="validate_refund")
+    async def validate(self, params: ValidateInput) -> ValidatedRefund:
+        """Offline checks, then the provider's pre-checks (payment refundable, amount fits)."""
+        provider = self._provider(params.request)
+        with provider_failures():
+            provider.check_request(params.request)
+            check = await provider.check_refundable(params.request)
+        return ValidatedRefund(
+            amount_minor=check.amount_minor,
+            currency=check.currency,
+            payment_amount_minor=check.payment_amount_minor,
+            refundable_minor=check.refundable_minor,
+            raw_payment_state=check.raw_payment_state,
+            attempt=activity.info().attempt,
+        )
+
+    @activity.defn(name="submit_refund")
+    async def submit(self, params: SubmitInput) -> SubmittedRefund:
+        """The provider's refund call. Without an idempotency key an unknown outcome is final
+        for this activity: the workflow reconciles instead of re-sending."""
+        provider = self._provider(params.request)
+        with provider_failures(unsafe_to_resend=not provider.supports_idempotency_key):
+            refund = await provider.submit(params.request)
+        return SubmittedRefund(refund=refund, attempt=activity.info().attempt)
+
+    @activity.defn(name="poll_refund_status")
+    async def poll_status(self, params: PollInput) -> PolledRefund:
+        provider = self._provider(params.request)
+        with provider_failures():
+            refund = await provider.get_refund(params.request, params.refund_id)
+        return PolledRefund(refund=refund, attempt=activity.info().attempt)
+
+    @activity.defn(name="cancel_refund")
+    async def cancel(self, params: CancelAtProviderInput) -> CancelAtProviderResult:
+        """Cancel at the provider where it allows; "too late" is an answer, not a failure."""
+        provider = self._provider(params.request)
+        with provider_failures():
+            try:
+                refund = await provider.cancel(params.request, params.refund_id)
+            except RefundNotCancellableError as err:
+                return CancelAtProviderResult(canceled=False, note=err.message)
+        return CancelAtProviderResult(
+            canceled=True, refund=refund, note=f"canceled at {provider.name.value}"
+        )
+
+    @activity.defn(name="find_submitted_refunds")
+    async def find_submitted(self, params: FindRefundsInput) -> FoundRefunds:
+        provider = self._provider(params.request)
+        with provider_failures():
+            found = await provider.find_refunds(
+                params.request, created_from=params.created_from, created_to=params.created_to
+            )
+        return FoundRefunds(refunds=tuple(found))
+
+    @property
+    def all(self) -> list[Callable[..., Any]]:
+        """Every activity method, for ``Worker(activities=...)``."""
+        return [self.validate, self.submit, self.poll_status, self.cancel, self.find_submitted]

@@ -1,0 +1,255 @@
+"""The Python API other services import to start and follow refunds.
+
+Idempotency rule: the workflow id is ``refund:<idempotency key>`` and ids are never reused
+(``REJECT_DUPLICATE``), for as long as the namespace retains the refund. Starting again with
+the same key and the same request (same fingerprint) attaches to the existing refund, running
+or finished; the same key with any difference is an :class:`IdempotencyConflictError`.
+Requests are checked offline before anything starts, so bad input never reaches a provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from core.models import (
+    ProviderName,
+    RefundOptions,
+    RefundRequest,
+    RefundState,
+    RefundStatus,
+    workflow_id_for,
+)
+from core.money import format_minor
+from core.settings import Settings
+from core.temporal import REFUND_PAYMENT_ID, REFUND_PROVIDER, REFUND_STATE, connect
+from providers.registry import check_request
+from workflows.models import CancelRequest, RefundWorkflowInput
+from workflows.refund import RefundWorkflow
+
+WORKFLOW_TYPE = "RefundWorkflow"
+
+
+class RefundClientError(Exception):
+    """Base of the starter's errors; the message is one clear line for people."""
+
+
+class IdempotencyConflictError(RefundClientError):
+    """The key is already used by a refund with a different request."""
+
+
+class RefundNotFoundError(RefundClientError):
+    """No refund has this key (or the namespace no longer retains it)."""
+
+
+@dataclass(frozen=True)
+class StartedRefund:
+    key: str
+    workflow_id: str
+    created: bool
+    """False when an identical earlier request was found and attached to."""
+
+
+@dataclass(frozen=True)
+class RefundListItem:
+    key: str
+    workflow_id: str
+    state: str | None
+    provider: str | None
+    payment_id: str | None
+    amount: str | None
+    execution_status: str
+    started_at: datetime | None
+
+
+def summary_line(request: RefundRequest) -> str:
+    """The one-line summary the Temporal UI shows for a refund."""
+    amount = (
+        format_minor(request.amount_minor, request.currency)
+        if request.amount_minor is not None and request.currency
+        else "whole payment"
+    )
+    return (
+        f"Refund {amount} of {request.provider.value} payment {request.payment_id} "
+        f"(key {request.idempotency_key})"
+    )
+
+
+class RefundClient:
+    def __init__(self, client: Client, *, task_queue: str, options: RefundOptions) -> None:
+        self.client = client
+        self.task_queue = task_queue
+        self.options = options
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> RefundClient:
+        return cls(
+            await connect(settings),
+            task_queue=settings.refunds_task_queue,
+            options=options_from_settings(settings),
+        )
+
+    def handle(self, key: str) -> WorkflowHandle[RefundWorkflow, RefundStatus]:
+        return self.client.get_workflow_handle_for(RefundWorkflow.run, workflow_id_for(key))
+
+    async def start(self, request: RefundRequest) -> StartedRefund:
+        """Start the refund, or attach to the identical one already started with this key."""
+        check_request(request)
+        fingerprint = request.fingerprint()
+        memo: dict[str, Any] = {
+            "fingerprint": fingerprint,
+            "amount_minor": request.amount_minor,
+            "currency": request.currency,
+        }
+        try:
+            await self.client.start_workflow(
+                RefundWorkflow.run,
+                RefundWorkflowInput(request=request, options=self.options),
+                id=request.workflow_id,
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                memo=memo,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(REFUND_STATE, RefundState.VALIDATING.value),
+                        SearchAttributePair(REFUND_PROVIDER, request.provider.value),
+                        SearchAttributePair(REFUND_PAYMENT_ID, request.payment_id),
+                    ]
+                ),
+                static_summary=summary_line(request),
+            )
+        except WorkflowAlreadyStartedError:
+            existing = await self._fingerprint_of(request.idempotency_key)
+            if existing != fingerprint:
+                raise IdempotencyConflictError(
+                    f"idempotency conflict: key {request.idempotency_key!r} is already used by "
+                    "a different refund request; use a new key for a new refund"
+                ) from None
+            return StartedRefund(request.idempotency_key, request.workflow_id, created=False)
+        return StartedRefund(request.idempotency_key, request.workflow_id, created=True)
+
+    async def _fingerprint_of(self, key: str) -> str | None:
+        handle = self.handle(key)
+        description = await handle.describe()
+        memo = await description.memo()
+        value = memo.get("fingerprint")
+        if isinstance(value, str):
+            return value
+        # Started by another SDK without our memo: read the request from the history.
+        async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                decoded = await self.client.data_converter.decode(
+                    list(payloads), [RefundWorkflowInput]
+                )
+                started = decoded[0]
+                assert isinstance(started, RefundWorkflowInput)
+                return started.request.fingerprint()
+        return None
+
+    async def status(self, key: str) -> RefundStatus:
+        handle = self.handle(key)
+        try:
+            description = await handle.describe()
+            if description.status == WorkflowExecutionStatus.COMPLETED:
+                return await handle.result()
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                return await handle.query(RefundWorkflow.status)
+        except RPCError as err:
+            raise _not_found(err, key) from None
+        except WorkflowFailureError as err:
+            raise RefundClientError(f"refund {key!r} failed unexpectedly: {err.cause}") from None
+        raise RefundClientError(
+            f"refund {key!r} ended as {description.status.name if description.status else '?'}"
+            " (terminated or timed out by an operator)"
+        )
+
+    async def cancel(self, key: str, reason: str) -> RefundStatus:
+        """Send the `cancel` signal; returns the status seen right after."""
+        if not reason.strip():
+            raise RefundClientError("a cancel needs a reason")
+        current = await self.status(key)
+        if current.is_final:
+            raise RefundClientError(
+                f"refund {key!r} is already {current.state.value}: too late to cancel"
+            )
+        handle = self.handle(key)
+        try:
+            await handle.signal(RefundWorkflow.cancel, CancelRequest(reason=reason))
+        except RPCError as err:
+            raise _not_found(err, key) from None
+        return await self.status(key)
+
+    async def wait(self, key: str) -> RefundStatus:
+        try:
+            return await self.handle(key).result()
+        except RPCError as err:
+            raise _not_found(err, key) from None
+
+    async def list(
+        self,
+        *,
+        state: RefundState | None = None,
+        provider: ProviderName | None = None,
+        limit: int = 100,
+    ) -> list[RefundListItem]:
+        clauses = [f'WorkflowType="{WORKFLOW_TYPE}"']
+        if state is not None:
+            clauses.append(f'RefundState="{state.value}"')
+        if provider is not None:
+            clauses.append(f'RefundProvider="{provider.value}"')
+        items: list[RefundListItem] = []
+        async for execution in self.client.list_workflows(" AND ".join(clauses), limit=limit):
+            attrs = execution.typed_search_attributes
+            memo = await execution.memo()
+            amount_minor, currency = memo.get("amount_minor"), memo.get("currency")
+            amount = (
+                format_minor(amount_minor, currency)
+                if isinstance(amount_minor, int) and isinstance(currency, str)
+                else None
+            )
+            items.append(
+                RefundListItem(
+                    key=execution.id.removeprefix("refund:"),
+                    workflow_id=execution.id,
+                    state=attrs.get(REFUND_STATE),
+                    provider=attrs.get(REFUND_PROVIDER),
+                    payment_id=attrs.get(REFUND_PAYMENT_ID),
+                    amount=amount,
+                    execution_status=execution.status.name if execution.status else "UNKNOWN",
+                    started_at=execution.start_time,
+                )
+            )
+        return items
+
+
+def options_from_settings(settings: Settings) -> RefundOptions:
+    return RefundOptions(
+        poll_initial_s=settings.refunds_poll_initial_s,
+        poll_max_s=settings.refunds_poll_max_s,
+        attention_after_s=settings.refunds_attention_after_s,
+    )
+
+
+def _not_found(err: RPCError, key: str) -> RefundClientError:
+    if err.status == RPCStatusCode.NOT_FOUND:
+        return RefundNotFoundError(f"no refund with key {key!r}")
+    return RefundClientError(f"Temporal error for refund {key!r}: {err.message}")

@@ -1,0 +1,128 @@
+"""Scripted stand-ins for the refund activities, registered under the real activity names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.models import (
+    CancelAtProviderInput,
+    CancelAtProviderResult,
+    FindRefundsInput,
+    FoundRefunds,
+    PolledRefund,
+    PollInput,
+    SubmitInput,
+    SubmittedRefund,
+    ValidatedRefund,
+    ValidateInput,
+)
+from core.models import ProviderRefund, ProviderRefundStatus
+
+RAW = {
+    ProviderRefundStatus.PENDING: "PENDING",
+    ProviderRefundStatus.SUCCEEDED: "SUCCESSFUL",
+    ProviderRefundStatus.FAILED: "FAILED",
+    ProviderRefundStatus.CANCELED: "CANCELLED",
+}
+
+
+def refund(
+    status: ProviderRefundStatus, refund_id: str = "R-1", raw: str | None = None, **kw: Any
+) -> ProviderRefund:
+    return ProviderRefund(refund_id=refund_id, status=status, raw_status=raw or RAW[status], **kw)
+
+
+def final_error(message: str, error_type: str = "ForbiddenError") -> ApplicationError:
+    return ApplicationError(message, type=error_type, non_retryable=True)
+
+
+@dataclass
+class Call:
+    name: str
+    attempt: int
+    scheduled: datetime
+
+
+# A step gets the call number of its activity (1-based) and the attempt's info.
+Step = Callable[[int, activity.Info], Any]
+
+
+@dataclass
+class FakeProvider:
+    """Answers by script; records every attempt with its (skipped) server time."""
+
+    validate_step: Step | None = None
+    submit_step: Step | None = None
+    poll_step: Step | None = None
+    cancel_step: Step | None = None
+    find_step: Step | None = None
+    calls: list[Call] = field(default_factory=list)
+
+    def count(self, name: str) -> int:
+        return sum(1 for c in self.calls if c.name == name)
+
+    def _record(self, name: str) -> tuple[int, activity.Info]:
+        info = activity.info()
+        self.calls.append(Call(name, info.attempt, info.current_attempt_scheduled_time))
+        return self.count(name), info
+
+    @activity.defn(name="validate_refund")
+    async def validate(self, params: ValidateInput) -> ValidatedRefund:
+        n, info = self._record("validate")
+        if self.validate_step is not None:
+            answer = self.validate_step(n, info)
+            if answer is not None:
+                assert isinstance(answer, ValidatedRefund)
+                return answer
+        request = params.request
+        return ValidatedRefund(
+            amount_minor=request.amount_minor or 10_000,
+            currency=request.currency or "EUR",
+            attempt=info.attempt,
+        )
+
+    @activity.defn(name="submit_refund")
+    async def submit(self, params: SubmitInput) -> SubmittedRefund:
+        n, info = self._record("submit")
+        answer = self.submit_step(n, info) if self.submit_step else None
+        return SubmittedRefund(
+            refund=answer or refund(ProviderRefundStatus.PENDING), attempt=info.attempt
+        )
+
+    @activity.defn(name="poll_refund_status")
+    async def poll_status(self, params: PollInput) -> PolledRefund:
+        n, info = self._record("poll")
+        answer = self.poll_step(n, info) if self.poll_step else None
+        return PolledRefund(
+            refund=answer or refund(ProviderRefundStatus.SUCCEEDED, params.refund_id),
+            attempt=info.attempt,
+        )
+
+    @activity.defn(name="cancel_refund")
+    async def cancel(self, params: CancelAtProviderInput) -> CancelAtProviderResult:
+        n, info = self._record("cancel")
+        answer = self.cancel_step(n, info) if self.cancel_step else None
+        if answer is not None:
+            assert isinstance(answer, CancelAtProviderResult)
+            return answer
+        return CancelAtProviderResult(
+            canceled=True,
+            refund=refund(ProviderRefundStatus.CANCELED, params.refund_id),
+            note="canceled at paynow",
+        )
+
+    @activity.defn(name="find_submitted_refunds")
+    async def find_submitted(self, params: FindRefundsInput) -> FoundRefunds:
+        n, info = self._record("find")
+        answer = self.find_step(n, info) if self.find_step else None
+        return FoundRefunds(refunds=tuple(answer or ()))
+
+    @property
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.validate, self.submit, self.poll_status, self.cancel, self.find_submitted]

@@ -1,0 +1,403 @@
+"""RefundWorkflow on the time-skipping server, with scripted activities."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.failures import OUTCOME_UNKNOWN
+from activities.models import CancelAtProviderResult, ValidatedRefund, ValidateInput
+from core.models import (
+    ProviderName,
+    ProviderRefundStatus,
+    RefundOptions,
+    RefundRequest,
+    RefundState,
+    RefundStatus,
+)
+from core.temporal import REFUND_PAYMENT_ID, REFUND_PROVIDER, REFUND_STATE
+from starter.client import IdempotencyConflictError, RefundClient
+from tests.workflows.fakes import FakeProvider, final_error, refund
+from workflows.models import CancelRequest, RefundWorkflowInput
+from workflows.refund import RefundWorkflow
+
+PENDING = ProviderRefundStatus.PENDING
+SUCCEEDED = ProviderRefundStatus.SUCCEEDED
+
+
+def paynow_request(key: str | None = None, amount: int = 1234) -> RefundRequest:
+    return RefundRequest(
+        idempotency_key=key or f"t-{uuid.uuid4().hex[:20]}",
+        provider=ProviderName.PAYNOW,
+        payment_id="NOLV-8F9-08K-WGD",
+        amount_minor=amount,
+        currency="PLN",
+        reason="damaged on arrival",
+    )
+
+
+def mews_request(amount: int = 5000) -> RefundRequest:
+    return RefundRequest(
+        idempotency_key=f"t-{uuid.uuid4().hex[:20]}",
+        provider=ProviderName.MEWS,
+        payment_id="f6313945-94c1-4e27-b402-031c2a8c989f",
+        account_id="fadd5bb6-b428-45d5-94f8-fd0d89fece6d",
+        amount_minor=amount,
+        currency="GBP",
+        reason="overcharged",
+    )
+
+
+FAST = RefundOptions(poll_initial_s=60, poll_max_s=3600)
+
+
+class Harness:
+    def __init__(self, env: WorkflowEnvironment, fake: FakeProvider, queue: str) -> None:
+        self.env = env
+        self.fake = fake
+        self.queue = queue
+
+    async def start(
+        self,
+        request: RefundRequest,
+        options: RefundOptions = FAST,
+        *,
+        cancel_first: str | None = None,
+    ) -> WorkflowHandle[Any, RefundStatus]:
+        extra: dict[str, Any] = {}
+        if cancel_first is not None:
+            extra = {
+                "start_signal": "cancel",
+                "start_signal_args": [CancelRequest(reason=cancel_first)],
+            }
+        return await self.env.client.start_workflow(
+            RefundWorkflow.run,
+            RefundWorkflowInput(request=request, options=options),
+            id=request.workflow_id,
+            task_queue=self.queue,
+            **extra,
+        )
+
+    async def run(self, request: RefundRequest, options: RefundOptions = FAST) -> RefundStatus:
+        handle = await self.start(request, options)
+        return await handle.result()
+
+
+@asynccontextmanager
+async def harness(env: WorkflowEnvironment, fake: FakeProvider) -> AsyncIterator[Harness]:
+    queue = f"q-{uuid.uuid4().hex}"
+    async with Worker(
+        env.client, task_queue=queue, workflows=[RefundWorkflow], activities=fake.all
+    ):
+        yield Harness(env, fake, queue)
+
+
+async def wait_for(
+    handle: WorkflowHandle[Any, RefundStatus], ok: Callable[[RefundStatus], bool]
+) -> RefundStatus:
+    for _ in range(200):
+        status = await handle.query(RefundWorkflow.status)
+        if ok(status):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not reached; last status {status}")
+
+
+async def test_happy_path_pending_then_succeeded(env: WorkflowEnvironment) -> None:
+    fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n < 3 else SUCCEEDED))
+    async with harness(env, fake) as h:
+        result = await h.run(paynow_request())
+    assert result.state is RefundState.SUCCEEDED
+    assert result.provider_refund_id == "R-1"
+    assert result.provider_status == "SUCCESSFUL"
+    assert [c.name for c in fake.calls] == ["validate", "submit", "poll", "poll", "poll"]
+
+
+async def test_pending_for_three_days_completes_with_attention_flag(
+    env: WorkflowEnvironment,
+) -> None:
+    # With checks capped at an hour, 90 pending answers span more than three days.
+    fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n <= 90 else SUCCEEDED))
+    async with harness(env, fake) as h:
+        result = await h.run(paynow_request())
+    assert result.state is RefundState.SUCCEEDED
+    assert result.started_at is not None
+    assert result.finished_at is not None
+    assert result.finished_at - result.started_at >= timedelta(days=3)
+    # Past the 48 h attention deadline it was flagged, and still watched to the end.
+    assert result.attention_reason is not None
+    assert "not final after" in result.attention_reason
+    polls = [c.scheduled for c in fake.calls if c.name == "poll"]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(polls)]
+    assert gaps[0] == pytest.approx(60, abs=2)  # poll_initial_s
+    assert max(gaps) == pytest.approx(3600, abs=2)  # capped at poll_max_s
+
+
+async def test_needs_attention_is_visible_while_still_watching(env: WorkflowEnvironment) -> None:
+    fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n <= 5 else SUCCEEDED))
+    options = RefundOptions(poll_initial_s=60, poll_max_s=60, attention_after_s=150)
+    async with harness(env, fake) as h:
+        result = await h.run(paynow_request(), options)
+    assert result.state is RefundState.SUCCEEDED
+    assert result.attention_reason is not None
+
+
+async def test_cancel_before_submit_never_calls_the_provider(env: WorkflowEnvironment) -> None:
+    fake = FakeProvider()
+    async with harness(env, fake) as h:
+        handle = await h.start(paynow_request(), cancel_first="customer changed their mind")
+        result = await handle.result()
+    assert result.state is RefundState.CANCELED
+    assert "customer changed their mind" in (result.message or "")
+    assert fake.calls == []
+
+
+async def test_cancel_during_validation_stops_before_submit(env: WorkflowEnvironment) -> None:
+    release = asyncio.Event()
+    fake = FakeProvider()
+
+    original = fake.validate
+
+    @activity.defn(name="validate_refund")
+    async def slow_validate(params: ValidateInput) -> ValidatedRefund:
+        await release.wait()
+        return await original(params)
+
+    queue = f"q-{uuid.uuid4().hex}"
+    activities: list[Callable[..., Any]] = [
+        slow_validate,
+        fake.submit,
+        fake.poll_status,
+        fake.cancel,
+        fake.find_submitted,
+    ]
+    async with Worker(
+        env.client, task_queue=queue, workflows=[RefundWorkflow], activities=activities
+    ):
+        request = paynow_request()
+        handle = await env.client.start_workflow(
+            RefundWorkflow.run,
+            RefundWorkflowInput(request=request, options=FAST),
+            id=request.workflow_id,
+            task_queue=queue,
+        )
+        await wait_for(handle, lambda s: s.state is RefundState.VALIDATING)
+        await handle.signal(RefundWorkflow.cancel, CancelRequest(reason="ops"))
+        release.set()
+        result = await handle.result()
+    assert result.state is RefundState.CANCELED
+    assert fake.count("submit") == 0
+
+
+async def test_cancel_of_paynow_refund_in_new_calls_provider_cancel(
+    env: WorkflowEnvironment,
+) -> None:
+    fake = FakeProvider(poll_step=lambda n, _: refund(PENDING, raw="NEW"))
+    async with harness(env, fake) as h:
+        handle = await h.start(paynow_request())
+        status = await wait_for(handle, lambda s: s.state is RefundState.PENDING)
+        assert status.provider_status == "NEW"
+        assert status.next_check_at is not None
+        await handle.signal(RefundWorkflow.cancel, CancelRequest(reason="duplicate order"))
+        result = await handle.result()
+    assert result.state is RefundState.CANCELED
+    assert result.provider_status == "CANCELLED"
+    assert fake.count("cancel") == 1
+
+
+async def test_cancel_refused_by_provider_keeps_watching(env: WorkflowEnvironment) -> None:
+    fake = FakeProvider(
+        poll_step=lambda n, _: refund(PENDING if n < 4 else SUCCEEDED),
+        cancel_step=lambda n, _: CancelAtProviderResult(
+            canceled=False, note="mews has no refund cancel"
+        ),
+    )
+    async with harness(env, fake) as h:
+        handle = await h.start(mews_request())
+        await wait_for(handle, lambda s: s.state is RefundState.PENDING)
+        await handle.signal(RefundWorkflow.cancel, CancelRequest(reason="please stop"))
+        result = await handle.result()
+    assert result.state is RefundState.SUCCEEDED
+    assert result.cancel_requested
+    assert "mews has no refund cancel" in (result.cancel_note or "")
+    assert fake.count("cancel") == 1
+
+
+def _raise(error: BaseException) -> Callable[[int, activity.Info], Any]:
+    def step(_: int, __: activity.Info) -> Any:
+        raise error
+
+    return step
+
+
+async def test_forbidden_at_validation_is_rejected_with_provider_message(
+    env: WorkflowEnvironment,
+) -> None:
+    message = "mews HTTP 403: Payment of type CashPayment cannot be refunded."
+    fake = FakeProvider(validate_step=_raise(final_error(message)))
+    async with harness(env, fake) as h:
+        result = await h.run(mews_request())
+    assert result.state is RefundState.REJECTED
+    assert result.message == message
+    assert fake.count("submit") == 0
+
+
+async def test_forbidden_at_submit_fails_with_provider_message(env: WorkflowEnvironment) -> None:
+    message = "paynow HTTP 400 VALIDATION_ERROR: amount exceeds the refundable amount"
+    fake = FakeProvider(submit_step=_raise(final_error(message, "AmountExceedsRefundableError")))
+    async with harness(env, fake) as h:
+        result = await h.run(paynow_request())
+    assert result.state is RefundState.FAILED
+    assert result.message == message
+    assert fake.count("submit") == 1
+
+
+async def test_429_waits_exactly_retry_after(dev_env: WorkflowEnvironment) -> None:
+    # Real server and real time: the server, not the SDK, schedules the next attempt.
+    seen: list[float] = []
+
+    def submit(n: int, _: activity.Info) -> Any:
+        seen.append(time.monotonic())
+        if n == 1:
+            raise ApplicationError(
+                "rate limited", type="RateLimitedError", next_retry_delay=timedelta(seconds=3)
+            )
+        return None
+
+    fake = FakeProvider(submit_step=submit, poll_step=lambda n, _: refund(SUCCEEDED))
+    async with harness(dev_env, fake) as h:
+        result = await h.run(paynow_request())
+    assert result.state is RefundState.SUCCEEDED
+    first, second = [c for c in fake.calls if c.name == "submit"]
+    assert second.attempt == 2
+    # The default backoff would have retried after 1 s; Retry-After said 3 s.
+    assert 3.0 <= seen[1] - seen[0] < 4.0
+    assert 3.0 <= (second.scheduled - first.scheduled).total_seconds() < 4.0
+
+
+async def test_thirty_minute_outage_is_ridden_out(env: WorkflowEnvironment) -> None:
+    start: list[Any] = []
+
+    def submit(_: int, info: activity.Info) -> Any:
+        scheduled = info.current_attempt_scheduled_time
+        start.append(scheduled)
+        if scheduled - start[0] < timedelta(minutes=30):
+            raise ApplicationError("paynow HTTP 503: down", type="ServerError")
+        return None
+
+    fake = FakeProvider(submit_step=submit)
+    async with harness(env, fake) as h:
+        result = await h.run(paynow_request())
+    assert result.state is RefundState.SUCCEEDED
+    assert start[-1] - start[0] >= timedelta(minutes=30)
+    # The 10-minute call budget ran out at least twice; the status kept the last error.
+    assert result.last_error is not None
+    assert "503" in result.last_error
+
+
+async def test_mews_unknown_outcome_adopts_the_refund_it_finds(env: WorkflowEnvironment) -> None:
+    fake = FakeProvider(
+        submit_step=_raise(final_error("mews: no answer", OUTCOME_UNKNOWN)),
+        find_step=lambda n, _: [
+            refund(PENDING, "OTHER", raw="Pending", amount_minor=999, currency="GBP"),
+            refund(PENDING, "MINE", raw="Pending", amount_minor=5000, currency="GBP"),
+        ],
+    )
+    async with harness(env, fake) as h:
+        result = await h.run(mews_request(5000))
+    assert result.state is RefundState.SUCCEEDED
+    assert result.provider_refund_id == "MINE"
+    assert fake.count("submit") == 1  # never re-sent blindly
+
+
+async def test_mews_unknown_outcome_resends_only_when_sure_none_was_made(
+    env: WorkflowEnvironment,
+) -> None:
+    def submit(n: int, _: activity.Info) -> Any:
+        if n == 1:
+            raise final_error("mews: no answer", OUTCOME_UNKNOWN)
+        return None
+
+    fake = FakeProvider(submit_step=submit, find_step=lambda n, _: [])
+    async with harness(env, fake) as h:
+        result = await h.run(mews_request())
+    assert result.state is RefundState.SUCCEEDED
+    assert fake.count("find") == 2  # looked twice, after settling, before re-sending
+    assert fake.count("submit") == 2
+
+
+async def test_mews_unknown_outcome_with_two_candidates_needs_attention(
+    env: WorkflowEnvironment,
+) -> None:
+    fake = FakeProvider(
+        submit_step=_raise(final_error("mews: no answer", OUTCOME_UNKNOWN)),
+        find_step=lambda n, _: [
+            refund(PENDING, "A", raw="Pending", amount_minor=5000, currency="GBP"),
+            refund(PENDING, "B", raw="Pending", amount_minor=5000, currency="GBP"),
+        ],
+    )
+    async with harness(env, fake) as h:
+        result = await h.run(mews_request(5000))
+    assert result.state is RefundState.NEEDS_ATTENTION
+    assert "A, B" in (result.attention_reason or "")
+    assert fake.count("submit") == 1
+
+
+async def test_continue_as_new_keeps_the_refund(env: WorkflowEnvironment) -> None:
+    fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n <= 25 else SUCCEEDED))
+    options = RefundOptions(poll_initial_s=1, poll_max_s=5, checks_per_run=10)
+    async with harness(env, fake) as h:
+        request = paynow_request()
+        handle = await h.start(request, options)
+        result = await handle.result()
+        latest = await env.client.get_workflow_handle(request.workflow_id).describe()
+    assert result.state is RefundState.SUCCEEDED
+    assert result.provider_refund_id == "R-1"
+    assert fake.count("submit") == 1
+    assert latest.run_id != handle.first_execution_run_id  # it really continued as new
+
+
+async def test_search_attributes_follow_the_state(env: WorkflowEnvironment) -> None:
+    fake = FakeProvider()
+    async with harness(env, fake) as h:
+        request = paynow_request()
+        await h.run(request)
+        description = await env.client.get_workflow_handle(request.workflow_id).describe()
+    attrs = description.typed_search_attributes
+    assert attrs.get(REFUND_STATE) == "SUCCEEDED"
+    assert attrs.get(REFUND_PROVIDER) == "paynow"
+    assert attrs.get(REFUND_PAYMENT_ID) == request.payment_id
+
+
+async def test_same_key_twice_gives_one_workflow_and_another_amount_is_refused(
+    env: WorkflowEnvironment,
+) -> None:
+    fake = FakeProvider()
+    async with harness(env, fake) as h:
+        client = RefundClient(env.client, task_queue=h.queue, options=FAST)
+        request = paynow_request()
+        first = await client.start(request)
+        second = await client.start(request)
+        assert first.created
+        assert not second.created
+        result = await client.wait(request.idempotency_key)
+        # Finished refunds are attached to as well, for as long as they are retained.
+        third = await client.start(request)
+        assert not third.created
+        with pytest.raises(IdempotencyConflictError, match="idempotency conflict"):
+            await client.start(request.model_copy(update={"amount_minor": 999}))
+    assert result.state is RefundState.SUCCEEDED
+    assert fake.count("submit") == 1

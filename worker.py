@@ -1,0 +1,70 @@
+"""The refund worker: runs `RefundWorkflow` and its activities on ``REFUNDS_TASK_QUEUE``.
+
+It holds the provider credentials (the workflows never see them), checks the search
+attributes exist, and stops gracefully on SIGTERM / SIGINT: running activities get
+``GRACEFUL_SHUTDOWN`` to finish; anything cut short is retried by Temporal on another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import RefundActivities
+from core.settings import Settings
+from core.temporal import connect, ensure_search_attributes
+from providers.registry import ProviderDirectory
+from workflows.refund import RefundWorkflow
+
+log = logging.getLogger("refunds.worker")
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=15)
+
+
+def build_worker(client: Client, settings: Settings, directory: ProviderDirectory) -> Worker:
+    activities = RefundActivities(directory)
+    return Worker(
+        client,
+        task_queue=settings.refunds_task_queue,
+        workflows=[RefundWorkflow],
+        activities=activities.all,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT when no event is given)."""
+    directory = ProviderDirectory.from_settings(settings)
+    try:
+        client = await connect(settings)
+        added = await ensure_search_attributes(client, settings.temporal_namespace)
+        if added:
+            log.info("registered search attributes %s", ", ".join(added))
+        stop = stop or _stop_on_signals()
+        worker = build_worker(client, settings, directory)
+        log.info(
+            "worker connected to %s namespace=%s task_queue=%s providers=%s",
+            settings.temporal_address,
+            settings.temporal_namespace,
+            settings.refunds_task_queue,
+            ",".join(p.value for p in directory.enabled),
+        )
+        async with worker:
+            await stop.wait()
+            log.info("stopping: letting running activities finish")
+    finally:
+        await directory.aclose()
+    log.info("worker stopped")
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
