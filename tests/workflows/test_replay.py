@@ -1,0 +1,129 @@
+"""Determinism: recorded histories replay through the current workflow code.
+
+``histories/*.json`` were recorded from real runs (``python -m tests.workflows.test_replay``
+records them again). A change that alters the commands an existing history expects fails
+here, before it can break refunds that are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+from activities.failures import OUTCOME_UNKNOWN
+from core.models import ProviderRefundStatus, RefundOptions
+from tests.workflows.conftest import venv_binary
+from tests.workflows.fakes import FakeProvider, final_error, refund
+from tests.workflows.test_refund_workflow import mews_request, paynow_request
+from workflows.models import CancelRequest, RefundWorkflowInput
+from workflows.refund import RefundWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+PENDING, SUCCEEDED = ProviderRefundStatus.PENDING, ProviderRefundStatus.SUCCEEDED
+
+
+def _scenarios() -> dict[str, tuple[FakeProvider, RefundWorkflowInput, bool]]:
+    options = RefundOptions(poll_initial_s=10, poll_max_s=40, checks_per_run=10)
+
+    def lost_once(n: int, _: object) -> None:
+        if n == 1:
+            raise final_error("mews: no answer", OUTCOME_UNKNOWN)
+
+    return {
+        "paynow_pending_then_succeeded": (
+            FakeProvider(poll_step=lambda n, _: refund(PENDING if n < 4 else SUCCEEDED)),
+            RefundWorkflowInput(request=paynow_request("replay-1"), options=options),
+            False,
+        ),
+        "paynow_canceled_before_submit": (
+            FakeProvider(),
+            RefundWorkflowInput(request=paynow_request("replay-2"), options=options),
+            True,
+        ),
+        "mews_rejected": (
+            FakeProvider(validate_step=lambda n, _: (_ for _ in ()).throw(final_error("no"))),
+            RefundWorkflowInput(request=mews_request(), options=options),
+            False,
+        ),
+        "mews_lost_answer_resent": (
+            FakeProvider(submit_step=lost_once, find_step=lambda n, _: []),
+            RefundWorkflowInput(request=mews_request(), options=options),
+            False,
+        ),
+        "paynow_continued_as_new": (
+            FakeProvider(poll_step=lambda n, _: refund(PENDING if n <= 12 else SUCCEEDED)),
+            RefundWorkflowInput(request=paynow_request("replay-5"), options=options),
+            False,
+        ),
+    }
+
+
+async def _record(env: WorkflowEnvironment) -> dict[str, WorkflowHistory]:
+    recorded: dict[str, WorkflowHistory] = {}
+    for name, (fake, params, cancel_first) in _scenarios().items():
+        queue = f"replay-{uuid.uuid4().hex}"
+        workflow_id = f"{params.request.workflow_id}-{uuid.uuid4().hex[:6]}"
+        async with Worker(
+            env.client, task_queue=queue, workflows=[RefundWorkflow], activities=fake.all
+        ):
+            extra = (
+                {"start_signal": "cancel", "start_signal_args": [CancelRequest(reason="test")]}
+                if cancel_first
+                else {}
+            )
+            handle = await env.client.start_workflow(
+                RefundWorkflow.run, params, id=workflow_id, task_queue=queue, **extra
+            )
+            await handle.result()
+            # Replay the last run (after any continue-as-new).
+            latest = env.client.get_workflow_handle(workflow_id)
+            recorded[name] = await latest.fetch_history()
+    return recorded
+
+
+def _replayer() -> Replayer:
+    return Replayer(workflows=[RefundWorkflow], data_converter=pydantic_data_converter)
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_recorded_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    result = await _replayer().replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+def test_recorded_histories_exist() -> None:
+    assert len(list(HISTORIES.glob("*.json"))) >= 5
+
+
+async def test_fresh_histories_replay(env: WorkflowEnvironment) -> None:
+    recorded = await _record(env)
+    for name, history in recorded.items():
+        result = await _replayer().replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, f"{name}: {result.replay_failure}"
+
+
+async def _write_histories() -> None:
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=venv_binary("temporal-test-server"),
+    )
+    async with env:
+        from core.temporal import ensure_search_attributes
+
+        await ensure_search_attributes(env.client, env.client.namespace)
+        for name, history in (await _record(env)).items():
+            (HISTORIES / f"{name}.json").write_text(history.to_json() + "\n")
+            print(f"recorded {name}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    asyncio.run(_write_histories())
