@@ -74,13 +74,13 @@ async def _record(env: WorkflowEnvironment) -> dict[str, WorkflowHistory]:
         async with Worker(
             env.client, task_queue=queue, workflows=[RefundWorkflow], activities=fake.all
         ):
-            extra = (
-                {"start_signal": "cancel", "start_signal_args": [CancelRequest(reason="test")]}
-                if cancel_first
-                else {}
-            )
             handle = await env.client.start_workflow(
-                RefundWorkflow.run, params, id=workflow_id, task_queue=queue, **extra
+                RefundWorkflow.run,
+                params,
+                id=workflow_id,
+                task_queue=queue,
+                start_signal="cancel" if cancel_first else None,
+                start_signal_args=[CancelRequest(reason="test")] if cancel_first else [],
             )
             await handle.result()
             # Replay the last run (after any continue-as-new).
@@ -93,15 +93,18 @@ def _replayer() -> Replayer:
     return Replayer(workflows=[RefundWorkflow], data_converter=pydantic_data_converter)
 
 
-@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
-async def test_recorded_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+RECORDED = {path.stem: path.read_text() for path in sorted(HISTORIES.glob("*.json"))}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+async def test_recorded_history_replays(name: str) -> None:
+    history = WorkflowHistory.from_json(name, RECORDED[name])
     result = await _replayer().replay_workflow(history, raise_on_replay_failure=False)
-    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+    assert result.replay_failure is None, f"{name}: {result.replay_failure}"
 
 
 def test_recorded_histories_exist() -> None:
-    assert len(list(HISTORIES.glob("*.json"))) >= 5
+    assert len(RECORDED) >= 5
 
 
 async def test_fresh_histories_replay(env: WorkflowEnvironment) -> None:
