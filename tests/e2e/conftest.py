@@ -1,0 +1,128 @@
+"""One embedded stack (Temporal dev server, simulators, worker process) for the whole session.
+
+Ports are free ones and the state directory is temporary, so the suite runs beside a
+`refunds dev` on the default ports. CLI calls run the real entry point in a child process
+with the stack's environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from core.models import ProviderName, RefundState, RefundStatus
+from core.settings import Settings
+from simulators.serving import free_port
+from starter.client import RefundClient
+from starter.stack import EmbeddedStack, StackConfig, StackError
+
+REPO = Path(__file__).resolve().parents[2]
+CLI_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class E2E:
+    stack: EmbeddedStack
+    settings: Settings
+    sim_url: str
+    client: RefundClient
+    http: httpx.AsyncClient
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.stack.env()
+
+    @property
+    def secrets(self) -> list[str]:
+        """The four simulator credentials the worker holds."""
+        env = self.stack.settings_env()
+        names = ("MEWS_CLIENT_TOKEN", "MEWS_ACCESS_TOKEN", "PAYNOW_API_KEY", "PAYNOW_SIGNATURE_KEY")
+        return [env[name] for name in names]
+
+    async def run(self, *argv: str) -> CliResult:
+        """Run any program with the stack's environment."""
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=REPO,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT_S)
+        assert process.returncode is not None
+        return CliResult(process.returncode, out.decode(), err.decode())
+
+    async def cli(self, *args: str) -> CliResult:
+        """``refunds ARGS`` through the real entry point (``main`` and its ``os._exit``)."""
+        return await self.run(sys.executable, "-m", "starter.cli", *args)
+
+    async def new_payment(self, provider: ProviderName, scenario: str) -> dict[str, Any]:
+        response = await self.http.post(
+            f"/{provider.value}/_sim/payments", json={"scenario": scenario}
+        )
+        assert response.status_code == 201, response.text
+        payment: dict[str, Any] = response.json()
+        return payment
+
+    async def journal(self, provider: ProviderName) -> dict[str, Any]:
+        response = await self.http.get(f"/{provider.value}/_sim/journal")
+        response.raise_for_status()
+        journal: dict[str, Any] = response.json()
+        return journal
+
+    async def wait_for_state(
+        self, key: str, state: RefundState, timeout_s: float = 30.0
+    ) -> RefundStatus:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            status = await self.client.status(key)
+            if status.state is state:
+                return status
+            assert not status.is_final, f"{key} ended {status.state} waiting for {state}"
+            assert asyncio.get_running_loop().time() < deadline, f"{key} stuck in {status}"
+            await asyncio.sleep(0.1)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def e2e(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[E2E]:
+    state_dir = tmp_path_factory.mktemp("refunds-state")
+    stack = EmbeddedStack(
+        StackConfig(
+            temporal_port=free_port(),
+            ui_port=free_port(),
+            sim_port=free_port(),
+            state_dir=state_dir,
+            poll_initial_s=0.3,
+            poll_max_s=1.0,
+        )
+    )
+    try:
+        await stack.start()
+    except StackError as err:
+        pytest.fail(f"{err}\n{err.log_tail}")
+    try:
+        settings = stack.settings()
+        client = await RefundClient.connect(settings)
+        async with httpx.AsyncClient(base_url=stack.sim_url, timeout=10) as http:
+            yield E2E(stack, settings, stack.sim_url, client, http)
+    finally:
+        await stack.stop()
+        if os.environ.get("REFUNDS_E2E_SHOW_LOGS") == "1":
+            for log in sorted(stack.log_dir.glob("*.log")):
+                print(f"\n--- {log}\n{log.read_text(errors='replace')[-4000:]}")

@@ -1,0 +1,91 @@
+"""The embedded stack's parts that need no server: ports, the CLI lookup, settings, and
+stopping a child's whole process group."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulators.serving import free_port
+from starter.stack import ChildProcess, EmbeddedStack, StackConfig, StackError, find_temporal_cli
+
+
+def test_temporal_cli_is_found_next_to_python() -> None:
+    found = find_temporal_cli()
+    assert found.name == "temporal"
+    assert os.access(found, os.X_OK)
+
+
+async def test_a_busy_port_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        stack = EmbeddedStack(
+            StackConfig(
+                temporal_port=free_port(), ui_port=free_port(), sim_port=port, state_dir=tmp_path
+            )
+        )
+        with pytest.raises(StackError, match=f"port {port} for the simulators .* --sim-port"):
+            await stack.start()
+    assert not (tmp_path / "logs").exists(), "nothing may start when a port is taken"
+
+
+def test_settings_point_at_the_stack(tmp_path: Path) -> None:
+    stack = EmbeddedStack(
+        StackConfig(temporal_port=7300, state_dir=tmp_path, poll_initial_s=0.5, poll_max_s=2)
+    )
+    stack.sim_info = {
+        "providers": {
+            "paynow": {
+                "env": {
+                    "PAYNOW_BASE_URL": "http://127.0.0.1:8700/paynow",
+                    "PAYNOW_API_KEY": "k",
+                    "PAYNOW_SIGNATURE_KEY": "s",
+                }
+            }
+        }
+    }
+    settings = stack.settings()
+    assert settings.temporal_address == "127.0.0.1:7300"
+    assert settings.paynow_base_url == "http://127.0.0.1:8700/paynow"
+    assert settings.paynow_api_key is not None
+    assert settings.paynow_api_key.get_secret_value() == "k"
+    assert settings.refunds_poll_initial_s == 0.5
+    assert settings.refunds_poll_max_s == 2
+    assert stack.env()["REFUNDS_POLL_MAX_S"] == "2"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_stop_takes_the_whole_process_group(tmp_path: Path) -> None:
+    script = "import subprocess, sys, time; p = subprocess.Popen(['sleep', '60']); "
+    script += "print(p.pid, flush=True); time.sleep(60)"
+    log = tmp_path / "child.log"
+    child = ChildProcess("child", [sys.executable, "-c", script], env=os.environ, log_path=log)
+    child.start()
+    assert child.pid is not None
+    for _ in range(100):
+        lines = [line for line in log.read_text().splitlines() if line.isdigit()]
+        if lines:
+            break
+        await asyncio.sleep(0.05)
+    grandchild = int(lines[0])
+    assert pid_alive(grandchild)
+    await child.stop(grace_s=2)
+    assert not child.alive
+    assert not pid_alive(grandchild)
