@@ -37,6 +37,16 @@ class Settings(BaseSettings):
     refunds_poll_initial_s: Annotated[float, Field(gt=0)] = 5.0
     refunds_poll_max_s: Annotated[float, Field(gt=0)] = 300.0
     refunds_attention_after_s: Annotated[float, Field(gt=0)] = 48 * 3600.0
+    refunds_call_timeout_s: Annotated[float, Field(ge=1, le=600)] = 60.0
+    # The worker's Prometheus endpoint (/metrics); unset: no endpoint (docs/observability.md).
+    refunds_metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+    # Payload encryption (docs/encryption.md): "id:base64key,..." of 32-byte keys; the
+    # active id encrypts, every listed key decrypts. Parsed and checked by `codec`.
+    refunds_encryption_keys: SecretStr | None = None
+    refunds_encryption_key_id: str | None = None
+    refunds_codec_auth_token: SecretStr | None = None
+    refunds_codec_ui_origins: str = "http://localhost:8233,http://127.0.0.1:8233"
 
     def require(self, env_name: str, *, purpose: str) -> SecretStr:
         """The secret stored under ``env_name``, or a start-up error naming it."""

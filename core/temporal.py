@@ -6,16 +6,19 @@ plain JSON any SDK can read and write.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
+from codec import data_converter
 from core.settings import Settings
 
 REFUND_STATE = SearchAttributeKey.for_keyword("RefundState")
@@ -28,11 +31,20 @@ class SearchAttributesMissingError(RuntimeError):
     """The namespace lacks our search attributes and the server would not add them."""
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(
+    settings: Settings,
+    *,
+    interceptors: Sequence[Interceptor] = (),
+    runtime: Runtime | None = None,
+) -> Client:
+    """``interceptors``: e.g. tracing (workers built on the client use them too); ``runtime``:
+    one serving metrics (``telemetry.metrics``), else the SDK's default runtime."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
+        interceptors=interceptors,
+        runtime=runtime,
     )
 
 
