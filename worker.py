@@ -16,32 +16,46 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import RefundActivities
+from activities.lane_activities import LaneActivities
 from core.settings import Settings
 from core.temporal import connect, ensure_search_attributes
 from providers.registry import ProviderDirectory
+from telemetry.logging import setup_logging
+from telemetry.metrics import metrics_runtime
+from telemetry.tracing import setup_tracing, tracing_interceptor
+from workflows.payment_lane import RefundLaneWorkflow
 from workflows.refund import RefundWorkflow
 
 log = logging.getLogger("refunds.worker")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=15)
+# Traces' service.name unless OTEL_SERVICE_NAME says otherwise.
+SERVICE_NAME = "refund-worker"
 
 
 def build_worker(client: Client, settings: Settings, directory: ProviderDirectory) -> Worker:
     activities = RefundActivities(directory)
+    lane = LaneActivities(client)
     return Worker(
         client,
         task_queue=settings.refunds_task_queue,
-        workflows=[RefundWorkflow],
-        activities=activities.all,
+        workflows=[RefundWorkflow, RefundLaneWorkflow],
+        activities=[*activities.all, *lane.all],
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT when no event is given)."""
+    # Missing credentials fail first, before anything is set up.
     directory = ProviderDirectory.from_settings(settings)
+    setup_logging(logging.INFO)
+    tracer_provider = setup_tracing(SERVICE_NAME)
+    runtime = metrics_runtime(settings.refunds_metrics_port)
+    if settings.refunds_metrics_port is not None:
+        log.info("metrics on :%d/metrics", settings.refunds_metrics_port)
     try:
-        client = await connect(settings)
+        client = await connect(settings, interceptors=[tracing_interceptor()], runtime=runtime)
         added = await ensure_search_attributes(client, settings.temporal_namespace)
         if added:
             log.info("registered search attributes %s", ", ".join(added))
@@ -59,6 +73,8 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             log.info("stopping: letting running activities finish")
     finally:
         await directory.aclose()
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # flushes the spans not yet exported
     log.info("worker stopped")
 
 

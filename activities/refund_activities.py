@@ -8,7 +8,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.failures import PROVIDER_NOT_CONFIGURED, provider_failures
+from activities.failures import OUTCOME_UNKNOWN, PROVIDER_NOT_CONFIGURED, provider_failures
 from activities.models import (
     CancelAtProviderInput,
     CancelAtProviderResult,
@@ -21,9 +21,10 @@ from activities.models import (
     ValidatedRefund,
     ValidateInput,
 )
+from activities.telemetry import observed
 from core.models import RefundRequest
 from providers.base import RefundProvider
-from providers.errors import RefundNotCancellableError
+from providers.errors import ProviderError, RefundNotCancellableError
 from providers.registry import ProviderDirectory, ProviderNotConfiguredError
 
 
@@ -45,7 +46,7 @@ class RefundActivities:
     async def validate(self, params: ValidateInput) -> ValidatedRefund:
         """Offline checks, then the provider's pre-checks (payment refundable, amount fits)."""
         provider = self._provider(params.request)
-        with provider_failures():
+        with observed(provider.name, "validate"), provider_failures():
             provider.check_request(params.request)
             check = await provider.check_refundable(params.request)
         return ValidatedRefund(
@@ -62,14 +63,36 @@ class RefundActivities:
         """The provider's refund call. Without an idempotency key an unknown outcome is final
         for this activity: the workflow reconciles instead of re-sending."""
         provider = self._provider(params.request)
-        with provider_failures(unsafe_to_resend=not provider.supports_idempotency_key):
-            refund = await provider.submit(params.request)
-        return SubmittedRefund(refund=refund, attempt=activity.info().attempt)
+        unsafe_to_resend = not provider.supports_idempotency_key
+        info = activity.info()
+        with (
+            observed(provider.name, "submit"),
+            provider_failures(unsafe_to_resend=unsafe_to_resend),
+        ):
+            if unsafe_to_resend and info.attempt > 1 and not _said_not_sent(info):
+                # The previous attempt ended without telling (its worker died, or it ran out
+                # of time mid-call): its request may have been processed. Sending again could
+                # refund twice, so the outcome is unknown and the workflow reconciles.
+                raise ApplicationError(
+                    f"outcome unknown, not re-sent: attempt {info.attempt - 1} ended without "
+                    "an answer (worker stopped or call timed out)",
+                    type=OUTCOME_UNKNOWN,
+                    non_retryable=True,
+                )
+            try:
+                refund = await provider.submit(params.request)
+            except ProviderError as err:
+                if unsafe_to_resend and not err.outcome_unknown:
+                    # Surely not processed (refused connection, 429, 409): tell the next
+                    # attempt, through the heartbeat details it inherits, that it may send.
+                    activity.heartbeat(_NOT_SENT, info.attempt)
+                raise
+        return SubmittedRefund(refund=refund, attempt=info.attempt)
 
     @activity.defn(name="poll_refund_status")
     async def poll_status(self, params: PollInput) -> PolledRefund:
         provider = self._provider(params.request)
-        with provider_failures():
+        with observed(provider.name, "poll_status"), provider_failures():
             refund = await provider.get_refund(params.request, params.refund_id)
         return PolledRefund(refund=refund, attempt=activity.info().attempt)
 
@@ -77,7 +100,7 @@ class RefundActivities:
     async def cancel(self, params: CancelAtProviderInput) -> CancelAtProviderResult:
         """Cancel at the provider where it allows; "too late" is an answer, not a failure."""
         provider = self._provider(params.request)
-        with provider_failures():
+        with observed(provider.name, "cancel"), provider_failures():
             try:
                 refund = await provider.cancel(params.request, params.refund_id)
             except RefundNotCancellableError as err:
@@ -89,7 +112,7 @@ class RefundActivities:
     @activity.defn(name="find_submitted_refunds")
     async def find_submitted(self, params: FindRefundsInput) -> FoundRefunds:
         provider = self._provider(params.request)
-        with provider_failures():
+        with observed(provider.name, "find_submitted"), provider_failures():
             found = await provider.find_refunds(
                 params.request, created_from=params.created_from, created_to=params.created_to
             )
@@ -99,3 +122,11 @@ class RefundActivities:
     def all(self) -> list[Callable[..., Any]]:
         """Every activity method, for ``Worker(activities=...)``."""
         return [self.validate, self.submit, self.poll_status, self.cancel, self.find_submitted]
+
+
+_NOT_SENT = "submit-not-sent"
+
+
+def _said_not_sent(info: activity.Info) -> bool:
+    """Whether the attempt just before this one recorded that it surely sent nothing."""
+    return list(info.heartbeat_details) == [_NOT_SENT, info.attempt - 1]

@@ -131,7 +131,9 @@ class ProviderStatusError(ProviderError):
     def __str__(self) -> str:
         code = f" {self.provider_code}" if self.provider_code else ""
         rid = f" (request id {self.request_id})" if self.request_id else ""
-        return f"{self.provider} HTTP {self.status_code}{code}: {self.message}{rid}"
+        # Status 0: the adapter's own verdict on what the provider answered, not an HTTP error.
+        http = f" HTTP {self.status_code}" if self.status_code else ""
+        return f"{self.provider}{http}{code}: {self.message}{rid}"
 
     def __repr__(self) -> str:
         return (

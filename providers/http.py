@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import httpx
 
 from providers.errors import ProviderConnectError, UnknownOutcomeError, redact
+from telemetry.http import TracedTransport, provider_operation
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
@@ -30,7 +31,9 @@ async def translate_transport_errors(
 ) -> AsyncIterator[None]:
     """Turn httpx transport failures inside the block into provider errors."""
     try:
-        yield
+        # Labels the block's HTTP spans and provider_calls with the provider and operation.
+        with provider_operation(provider, operation):
+            yield
     except _NOT_SENT as exc:
         detail = redact(f"{type(exc).__name__}: {exc}", secrets)
         raise ProviderConnectError(
@@ -71,10 +74,11 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 
 def build_client(*, base_url: str, timeout_s: float, user_agent: str) -> httpx.AsyncClient:
-    """The production client: explicit timeouts, no retries (Temporal owns retries)."""
+    """The production client: explicit timeouts, no retries (Temporal owns retries), and a
+    span per request (telemetry.http)."""
     return httpx.AsyncClient(
         base_url=base_url,
         timeout=httpx.Timeout(timeout_s),
         headers={"User-Agent": user_agent},
-        transport=httpx.AsyncHTTPTransport(retries=0),
+        transport=TracedTransport(httpx.AsyncHTTPTransport(retries=0)),
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import re
 import signal
@@ -37,6 +36,7 @@ from starter.client import (
     summary_line,
 )
 from starter.stack import DEFAULT_STATE_DIR, StackConfig, StackError
+from telemetry.tracing import setup_tracing
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -184,6 +184,28 @@ def build_parser() -> argparse.ArgumentParser:
     _stack_arguments(demo, DEFAULT_STATE_DIR / "demo")
     demo.add_argument("--keep", action="store_true", help="keep the stack up until Ctrl-C")
     demo.set_defaults(handler=cmd_demo)
+
+    chaos = commands.add_parser(
+        "chaos",
+        help="many refunds under random provider faults and worker kills; checks exactly-once",
+        description=(
+            "Start an embedded stack on free ports, run --count refunds (both providers, random "
+            "scenarios and amounts) while injecting simulator faults and killing the worker, "
+            "then print started/succeeded/failed/canceled/rejected/needs attention and the "
+            "duplicates, orphans and lost refunds. Exit 0 only when those three are 0."
+        ),
+    )
+    chaos.add_argument("--count", type=_positive_int, default=200, help="refunds (default 200)")
+    chaos.add_argument("--seed", type=int, help="random seed (printed; default: a fresh one)")
+    chaos.add_argument("--concurrency", type=_positive_int, default=16, help="parallel starts")
+    chaos.add_argument("--kills", type=int, default=3, help="worker SIGKILLs (default 3)")
+    chaos.add_argument(
+        "--deadline", type=float, default=300.0, help="seconds for refunds to end after the storm"
+    )
+    chaos.add_argument("--state-dir", type=Path, help="default: a new temporary directory")
+    chaos.add_argument("--keep", action="store_true", help="keep the stack up until Ctrl-C")
+    chaos.add_argument("--json", action="store_true", help="print JSON (progress to stderr)")
+    chaos.set_defaults(handler=cmd_chaos)
     return parser
 
 
@@ -426,25 +448,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker import run_worker
 
-    _configure_logging()
+    # run_worker sets up JSON logs, tracing and metrics itself.
     settings = load_settings()
     asyncio.run(run_worker(settings))
     return EXIT_OK
-
-
-class _OneLineFormatter(logging.Formatter):
-    """One line per record, tracebacks included, so log files grep and tail cleanly."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).replace("\n", " | ")
-
-
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    # httpx logs every request at INFO; the event history already shows every provider call.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -551,6 +558,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from starter.chaos import ChaosConfig, run_chaos
+
+    if args.kills < 0:
+        raise InputError("--kills", "must be 0 or more")
+    if args.deadline <= 0:
+        raise InputError("--deadline", "must be more than 0 seconds")
+    config = ChaosConfig(
+        count=args.count,
+        seed=args.seed,
+        concurrency=args.concurrency,
+        kills=args.kills,
+        deadline_s=args.deadline,
+    )
+
+    async def go() -> int:
+        stop = _stop_event()
+        return await run_chaos(
+            config, state_dir=args.state_dir, keep=args.keep, stop=stop, as_json=args.json
+        )
+
+    return asyncio.run(go())
+
+
 # ------------------------------------------------------------------------------- running
 
 ErrorMapping = tuple[type[BaseException], int, Callable[[Any], str]]
@@ -574,9 +605,13 @@ ERRORS: tuple[ErrorMapping, ...] = (
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse, run one command, and turn every failure into one stderr line + exit code."""
+    tracing = None
     try:
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = args.handler
+        if handler in STARTER_COMMANDS:
+            # Export the starter's spans when OTEL_TRACES_EXPORTER asks for it.
+            tracing = setup_tracing("refund-starter")
         return handler(args)
     except SystemExit as leaving:
         # argparse's --help (and nothing else) leaves through SystemExit.
@@ -594,6 +629,19 @@ def run(argv: Sequence[str] | None = None) -> int:
                 return code
         _error(f"{type(err).__name__}: {err}")
         return EXIT_ERROR
+    finally:
+        # main() leaves with os._exit, which skips atexit: flush spans here.
+        if tracing is not None:
+            tracing.shutdown()
+
+
+STARTER_COMMANDS: tuple[Callable[[argparse.Namespace], int], ...] = (
+    cmd_start,
+    cmd_status,
+    cmd_cancel,
+    cmd_list,
+    cmd_batch,
+)
 
 
 def _error(message: str) -> None:

@@ -41,6 +41,7 @@ from core.money import format_minor
 from core.settings import Settings
 from core.temporal import REFUND_PAYMENT_ID, REFUND_PROVIDER, REFUND_STATE, connect
 from providers.registry import check_request
+from telemetry.tracing import traced, tracing_interceptor
 from workflows.models import CancelRequest, RefundWorkflowInput
 from workflows.refund import RefundWorkflow
 
@@ -74,7 +75,7 @@ class RefundListItem:
     state: str | None
     provider: str | None
     payment_id: str | None
-    amount: str | None
+    amount: str
     execution_status: str
     started_at: datetime | None
 
@@ -101,7 +102,7 @@ class RefundClient:
     @classmethod
     async def connect(cls, settings: Settings) -> RefundClient:
         return cls(
-            await connect(settings),
+            await connect(settings, interceptors=[tracing_interceptor()]),
             task_queue=settings.refunds_task_queue,
             options=options_from_settings(settings),
         )
@@ -109,8 +110,25 @@ class RefundClient:
     def handle(self, key: str) -> WorkflowHandle[RefundWorkflow, RefundStatus]:
         return self.client.get_workflow_handle_for(RefundWorkflow.run, workflow_id_for(key))
 
-    async def start(self, request: RefundRequest) -> StartedRefund:
-        """Start the refund, or attach to the identical one already started with this key."""
+    async def start(self, request: RefundRequest, traceparent: str | None = None) -> StartedRefund:
+        """Start the refund, or attach to the identical one already started with this key.
+
+        Traced as ``refund.start`` under the caller's current span, or under ``traceparent``
+        (a W3C ``traceparent`` value) when given; the workflow's spans continue that trace.
+        """
+        with traced(
+            "refund.start",
+            attributes={
+                "refunds.key": request.idempotency_key,
+                "refunds.provider": request.provider.value,
+            },
+            traceparent=traceparent,
+        ) as span:
+            started = await self._start(request)
+            span.set_attribute("refunds.created", started.created)
+            return started
+
+    async def _start(self, request: RefundRequest) -> StartedRefund:
         check_request(request)
         fingerprint = request.fingerprint()
         memo: dict[str, Any] = {
@@ -203,6 +221,9 @@ class RefundClient:
             return await self.handle(key).result()
         except RPCError as err:
             raise _not_found(err, key) from None
+        except WorkflowFailureError as err:
+            # Business outcomes complete the workflow; this is a bug or an operator's terminate.
+            raise RefundClientError(f"refund {key!r} did not complete: {err.cause}") from None
 
     async def list(
         self,
@@ -224,7 +245,7 @@ class RefundClient:
             amount = (
                 format_minor(amount_minor, currency)
                 if isinstance(amount_minor, int) and isinstance(currency, str)
-                else None
+                else "whole payment"
             )
             items.append(
                 RefundListItem(
@@ -246,6 +267,7 @@ def options_from_settings(settings: Settings) -> RefundOptions:
         poll_initial_s=settings.refunds_poll_initial_s,
         poll_max_s=settings.refunds_poll_max_s,
         attention_after_s=settings.refunds_attention_after_s,
+        call_timeout_s=settings.refunds_call_timeout_s,
     )
 
 

@@ -314,6 +314,15 @@ class EmbeddedStack:
         if self._worker is not None:
             self._worker.kill()
 
+    async def restart_temporal(self) -> None:
+        """Stop the Temporal dev server (SIGTERM, then SIGKILL) and start it again on the same
+        ports and database file: every workflow survives. The worker keeps running and
+        reconnects by itself; ``self.client`` is replaced by a fresh connection."""
+        if self._temporal is not None:
+            await self._temporal.stop(STOP_GRACE_S["temporal"])
+        self._temporal = self._spawn_temporal()
+        self.client = await self._wait_for_temporal()
+
     # ------------------------------------------------------------------ internals
 
     def _check_ports(self) -> None:
@@ -348,7 +357,11 @@ class EmbeddedStack:
             "error",
         ]
         child = ChildProcess(
-            "temporal", argv, env=os.environ, log_path=self.log_dir / "temporal.log"
+            "temporal",
+            argv,
+            # The dev server reads OTEL_* too and refuses values meant for our processes.
+            env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+            log_path=self.log_dir / "temporal.log",
         )
         child.start()
         return child

@@ -7,7 +7,6 @@ must fail before any connection is even attempted.
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -312,19 +311,6 @@ def test_worker_without_credentials_exits_2(
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PAYNOW_API_KEY", "only-one-of-two")
-    # The real logging setup would replace pytest's handlers on the root logger.
-    monkeypatch.setattr(cli, "_configure_logging", lambda: None)
     assert cli.run(["worker"]) == 2
     line = one_error_line(capsys)
     assert line.startswith("refunds: error: PAYNOW_SIGNATURE_KEY is not set")
-
-
-def test_worker_log_records_are_one_line() -> None:
-    formatter = cli._OneLineFormatter("%(levelname)s %(message)s")
-    try:
-        raise ValueError("bad\nthing")
-    except ValueError:
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
-    text = formatter.format(record)
-    assert "\n" not in text
-    assert text.startswith("ERROR failed | Traceback")
