@@ -66,3 +66,12 @@ class FindRefundsInput(_Model):
 
 class FoundRefunds(_Model):
     refunds: tuple[ProviderRefund, ...]
+
+
+class EnterLaneInput(_Model):
+    lane_id: str
+    workflow_id: str
+
+
+class WorkflowRef(_Model):
+    workflow_id: str

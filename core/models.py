@@ -145,6 +145,9 @@ class RefundOptions(_Frozen):
     poll_initial_s: Annotated[float, Field(gt=0, le=86_400)] = 5.0
     poll_max_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 300.0
     attention_after_s: Annotated[float, Field(gt=0)] = 48 * 3600.0
+    # Longest one activity attempt may take before Temporal retries it elsewhere (a worker
+    # that died mid-call is noticed after this). Well above REFUNDS_HTTP_TIMEOUT_S.
+    call_timeout_s: Annotated[float, Field(ge=1, le=600)] = 60.0
     # Continue-as-new after this many status checks, long before the history grows large.
     checks_per_run: Annotated[int, Field(ge=10, le=5_000)] = 500
 

@@ -48,3 +48,57 @@ class RefundWorkflowInput(BaseModel):
     request: RefundRequest
     options: RefundOptions = Field(default_factory=RefundOptions)
     carried: CarriedState | None = None
+
+
+def lane_id_for(request: RefundRequest, task_queue: str) -> str:
+    """One lane per payment (and merchant profile): its refunds are admitted one at a time.
+
+    The task queue is part of the id: the lane runs on the refunds' own task queue, so
+    workers of another deployment in the same namespace never wait on it."""
+    return (
+        f"refund-lane:{task_queue}:{request.provider.value}:{request.merchant}:{request.payment_id}"
+    )
+
+
+class LaneEntry(BaseModel):
+    """`enqueue` signal: a refund workflow asks to be admitted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workflow_id: str
+
+
+class LaneExit(BaseModel):
+    """`release` signal: the holder is done with the critical section, or a queued refund
+    leaves. ``refund_ids`` are the provider refunds it made (or may have made): they are
+    claimed, and no later sibling may adopt them while reconciling."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workflow_id: str
+    refund_ids: tuple[str, ...] = ()
+
+
+class LaneGrant(BaseModel):
+    """`admitted` signal to a refund workflow: its turn, with the refunds siblings claimed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lane_id: str
+    claimed_refund_ids: tuple[str, ...] = ()
+
+
+class LaneInput(BaseModel):
+    """The lane's input; continue-as-new carries the queue and the claims."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    queue: tuple[str, ...] = ()
+    holder: str | None = None
+    claimed_refund_ids: tuple[str, ...] = ()
+
+
+class LaneStatus(BaseModel):
+    holder: str | None
+    queue: list[str]
+    claimed_refund_ids: list[str]

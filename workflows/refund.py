@@ -32,7 +32,6 @@ with a :class:`RefundStatus`; only bugs fail it.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -40,14 +39,17 @@ from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities import RefundActivities
     from activities.failures import OUTCOME_UNKNOWN
+    from activities.lane_activities import LaneActivities
     from activities.models import (
         CancelAtProviderInput,
         CancelAtProviderResult,
+        EnterLaneInput,
         FindRefundsInput,
         FoundRefunds,
         PolledRefund,
@@ -66,10 +68,16 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.money import format_minor
     from core.temporal import REFUND_PAYMENT_ID, REFUND_PROVIDER, REFUND_STATE
-    from workflows.models import CancelRequest, CarriedState, RefundWorkflowInput
+    from telemetry.metrics import record_refund_finished, record_refund_started
+    from workflows.models import (
+        CancelRequest,
+        CarriedState,
+        LaneExit,
+        LaneGrant,
+        RefundWorkflowInput,
+        lane_id_for,
+    )
 
-# One call's timeout; the HTTP client's own timeout (REFUNDS_HTTP_TIMEOUT_S) is far shorter.
-CALL_TIMEOUT = timedelta(seconds=60)
 # How long the server keeps retrying one activity before the workflow looks up again.
 CALL_BUDGET = timedelta(minutes=10)
 RETRY = RetryPolicy(
@@ -82,6 +90,9 @@ RETRY = RetryPolicy(
 RECONCILE_SETTLE = timedelta(seconds=30)
 RECONCILE_MARGIN = timedelta(minutes=5)
 RECONCILE_LOOKUPS = 2
+# Versioning: histories recorded before refunds queued in their payment's lane replay
+# without it.
+LANE_PATCH = "per-payment-lane"
 
 R = TypeVar("R")
 
@@ -102,12 +113,19 @@ class RefundWorkflow:
         carried = params.carried
         self._request = request
         self._options = params.options
+        # One call's timeout; the HTTP client's own (REFUNDS_HTTP_TIMEOUT_S) is far shorter.
+        self._call_timeout = timedelta(seconds=params.options.call_timeout_s)
         self._validated: ValidatedRefund | None = carried.validated if carried else None
         self._refund: ProviderRefund | None = carried.refund if carried else None
         self._submitted_at: datetime | None = carried.submitted_at if carried else None
         self._checks = carried.checks if carried else 0
         self._checks_this_run = 0
         self._cancel_handled = carried.cancel_handled if carried else False
+        self._lane: str | None = None
+        self._admitted = False
+        self._claimed: tuple[str, ...] = ()
+        # Refunds that may be this one's (ambiguous reconciliation): claimed on release.
+        self._possible_refunds: tuple[str, ...] = ()
         now = workflow.now()
         self._status = RefundStatus(
             key=request.idempotency_key,
@@ -141,6 +159,8 @@ class RefundWorkflow:
             ]
         )
         self._set_state(self._status.state)
+        if params.carried is None:
+            record_refund_started(self._request.provider.value)
         if params.carried is None and not await self._validate_and_submit():
             return self._result()
         return await self._watch()
@@ -154,6 +174,12 @@ class RefundWorkflow:
         self._status.cancel_reason = params.reason
         self._touch()
 
+    @workflow.signal(name="admitted")
+    def admitted(self, grant: LaneGrant) -> None:
+        """The payment's lane says it is this refund's turn."""
+        self._admitted = True
+        self._claimed = grant.claimed_refund_ids
+
     @workflow.query(name="status")
     def status(self) -> RefundStatus:
         return self._status.model_copy()
@@ -164,13 +190,56 @@ class RefundWorkflow:
         """Returns False when the refund ended before anything needs watching."""
         if self._canceled_before_submit():
             return False
+        if workflow.patched(LANE_PATCH) and not await self._enter_lane():
+            return False
+        made: tuple[str, ...] = ()
+        try:
+            refund = await self._validate_then_submit()
+            if refund is not None:
+                made = (refund.refund_id,)
+        finally:
+            await self._leave_lane(made + self._possible_refunds)
+        if refund is None:
+            return False
+        self._adopt(refund)
+        return True
+
+    async def _enter_lane(self) -> bool:
+        """Queue behind earlier refunds of the same payment; False if canceled meanwhile."""
+        self._lane = lane_id_for(self._request, workflow.info().task_queue)
+        self._status.message = "waiting for earlier refunds of this payment"
+        self._touch()
+        await workflow.execute_activity_method(
+            LaneActivities.enter,
+            EnterLaneInput(lane_id=self._lane, workflow_id=workflow.info().workflow_id),
+            start_to_close_timeout=self._call_timeout,
+            retry_policy=RETRY,
+            summary="queue in the payment's lane",
+        )
+        await workflow.wait_condition(lambda: self._admitted or self._status.cancel_requested)
+        self._status.message = None
+        if not self._admitted:
+            await self._leave_lane(())
+            self._canceled_before_submit()
+            return False
+        return True
+
+    async def _leave_lane(self, refund_ids: tuple[str, ...]) -> None:
+        if self._lane is None:
+            return
+        lane, self._lane = self._lane, None
+        await workflow.get_external_workflow_handle(lane).signal(
+            "release", LaneExit(workflow_id=workflow.info().workflow_id, refund_ids=refund_ids)
+        )
+
+    async def _validate_then_submit(self) -> ProviderRefund | None:
         try:
             validated = await self._call(
                 "validate",
                 lambda: workflow.execute_activity_method(
                     RefundActivities.validate,
                     ValidateInput(request=self._request),
-                    start_to_close_timeout=CALL_TIMEOUT,
+                    start_to_close_timeout=self._call_timeout,
                     schedule_to_close_timeout=CALL_BUDGET,
                     retry_policy=RETRY,
                     summary=f"validate at {self._request.provider.value}",
@@ -178,20 +247,16 @@ class RefundWorkflow:
             )
         except _Final as final:
             self._finish(RefundState.REJECTED, final.error.message)
-            return False
+            return None
         self._validated = validated
         self._status.amount_minor = validated.amount_minor
         self._status.currency = validated.currency
         self._status.attempts += validated.attempt
         if self._canceled_before_submit():
-            return False
+            return None
 
         self._set_state(RefundState.SUBMITTING)
-        refund = await self._submit()
-        if refund is None:
-            return False
-        self._adopt(refund)
-        return True
+        return await self._submit()
 
     async def _submit(self) -> ProviderRefund | None:
         """Submit, reconciling unknown outcomes when re-sending is unsafe."""
@@ -204,7 +269,7 @@ class RefundWorkflow:
                     lambda: workflow.execute_activity_method(
                         RefundActivities.submit,
                         SubmitInput(request=self._request),
-                        start_to_close_timeout=CALL_TIMEOUT,
+                        start_to_close_timeout=self._call_timeout,
                         schedule_to_close_timeout=CALL_BUDGET,
                         retry_policy=RETRY,
                         summary=self._amount_summary("submit"),
@@ -246,7 +311,7 @@ class RefundWorkflow:
                             created_from=attempt_started - RECONCILE_MARGIN,
                             created_to=workflow.now() + RECONCILE_MARGIN,
                         ),
-                        start_to_close_timeout=CALL_TIMEOUT,
+                        start_to_close_timeout=self._call_timeout,
                         schedule_to_close_timeout=CALL_BUDGET,
                         retry_policy=RETRY,
                         summary="look for a refund the lost answer may have made",
@@ -258,14 +323,16 @@ class RefundWorkflow:
             matches = [
                 r
                 for r in found.refunds
-                if r.amount_minor == expected
+                if r.refund_id not in self._claimed
+                and r.amount_minor == expected
                 and (r.currency is None or r.currency == self._validated.currency)
                 and r.status is not ProviderRefundStatus.FAILED
             ]
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
-                ids = ", ".join(r.refund_id for r in matches)
+                self._possible_refunds = tuple(r.refund_id for r in matches)
+                ids = ", ".join(self._possible_refunds)
                 self._flag_attention(
                     f"answer lost and {len(matches)} refunds of this amount exist ({ids}); "
                     "an operator must decide which one is this refund"
@@ -285,7 +352,7 @@ class RefundWorkflow:
             delay = self._next_delay()
             self._status.next_check_at = workflow.now() + delay
             self._touch()
-            with contextlib.suppress(builtins.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     self._cancel_pending, timeout=delay, timeout_summary="next status check"
                 )
@@ -304,7 +371,7 @@ class RefundWorkflow:
                 lambda: workflow.execute_activity_method(
                     RefundActivities.poll_status,
                     PollInput(request=self._request, refund_id=refund_id),
-                    start_to_close_timeout=CALL_TIMEOUT,
+                    start_to_close_timeout=self._call_timeout,
                     schedule_to_close_timeout=CALL_BUDGET,
                     retry_policy=RETRY,
                     summary=f"check refund {refund_id}",
@@ -335,7 +402,7 @@ class RefundWorkflow:
                     CancelAtProviderInput(
                         request=self._request, refund_id=refund_id, reason=reason
                     ),
-                    start_to_close_timeout=CALL_TIMEOUT,
+                    start_to_close_timeout=self._call_timeout,
                     schedule_to_close_timeout=CALL_BUDGET,
                     retry_policy=RETRY,
                     summary=f"cancel refund {refund_id} at the provider",
@@ -461,11 +528,23 @@ class RefundWorkflow:
         self._status.finished_at = workflow.now()
         self._status.next_check_at = None
         self._set_state(state)
+        record_refund_finished(
+            self._request.provider.value,
+            state.value,
+            started_at=self._status.started_at,
+            finished_at=self._status.finished_at,
+        )
 
     def _set_state(self, state: RefundState) -> None:
         self._status.state = state
         workflow.upsert_search_attributes([REFUND_STATE.value_set(state.value)])
         self._touch()
+        # Not logged while replaying; workflow_id and run_id are added by the SDK.
+        workflow.logger.info(
+            "refund is %s",
+            state.value,
+            extra={"refund_state": state.value, "provider": self._request.provider.value},
+        )
 
     def _touch(self) -> None:
         self._status.updated_at = workflow.now()
@@ -510,7 +589,7 @@ def _describe(err: BaseException) -> str:
     messages: list[str] = []
     current: BaseException | None = err
     while current is not None:
-        if isinstance(current, TimeoutError):
+        if isinstance(current, ActivityTimeoutError):
             kind = current.type.name.lower() if current.type else "timeout"
             messages.append(f"timed out ({kind})")
         elif isinstance(current, ApplicationError):

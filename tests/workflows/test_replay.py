@@ -16,14 +16,15 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
 from activities.failures import OUTCOME_UNKNOWN
 from core.models import ProviderRefundStatus, RefundOptions
 from tests.workflows.conftest import venv_binary
 from tests.workflows.fakes import FakeProvider, final_error, refund
-from tests.workflows.test_refund_workflow import mews_request, paynow_request
+from tests.workflows.test_refund_workflow import mews_request, paynow_request, worker_for
 from workflows.models import CancelRequest, RefundWorkflowInput
+from workflows.payment_lane import RefundLaneWorkflow
 from workflows.refund import RefundWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -71,9 +72,7 @@ async def _record(env: WorkflowEnvironment) -> dict[str, WorkflowHistory]:
     for name, (fake, params, cancel_first) in _scenarios().items():
         queue = f"replay-{uuid.uuid4().hex}"
         workflow_id = f"{params.request.workflow_id}-{uuid.uuid4().hex[:6]}"
-        async with Worker(
-            env.client, task_queue=queue, workflows=[RefundWorkflow], activities=fake.all
-        ):
+        async with worker_for(env, queue, fake.all):
             handle = await env.client.start_workflow(
                 RefundWorkflow.run,
                 params,
@@ -90,7 +89,9 @@ async def _record(env: WorkflowEnvironment) -> dict[str, WorkflowHistory]:
 
 
 def _replayer() -> Replayer:
-    return Replayer(workflows=[RefundWorkflow], data_converter=pydantic_data_converter)
+    return Replayer(
+        workflows=[RefundWorkflow, RefundLaneWorkflow], data_converter=pydantic_data_converter
+    )
 
 
 RECORDED = {path.stem: path.read_text() for path in sorted(HISTORIES.glob("*.json"))}

@@ -1,0 +1,49 @@
+"""Activities of the per-payment lane: they need the Temporal client, not the providers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.models import EnterLaneInput, WorkflowRef
+
+LANE_WORKFLOW = "RefundLaneWorkflow"
+
+
+class LaneActivities:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @activity.defn(name="enter_refund_lane")
+    async def enter(self, params: EnterLaneInput) -> None:
+        """Signal-with-start: queue in the payment's lane, starting the lane if it is idle."""
+        await self._client.start_workflow(
+            LANE_WORKFLOW,
+            {},
+            id=params.lane_id,
+            task_queue=activity.info().task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            start_signal="enqueue",
+            start_signal_args=[{"workflow_id": params.workflow_id}],
+            static_summary=f"admits refunds of payment {params.lane_id.rsplit(':', 1)[-1]} in turn",
+        )
+
+    @activity.defn(name="refund_is_open")
+    async def is_open(self, params: WorkflowRef) -> bool:
+        """Whether a lane holder still runs (a terminated one never releases)."""
+        try:
+            description = await self._client.get_workflow_handle(params.workflow_id).describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return description.status == WorkflowExecutionStatus.RUNNING
+
+    @property
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.enter, self.is_open]
