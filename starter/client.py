@@ -19,6 +19,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -42,7 +43,7 @@ from core.settings import Settings
 from core.temporal import REFUND_PAYMENT_ID, REFUND_PROVIDER, REFUND_STATE, connect
 from providers.registry import check_request
 from telemetry.tracing import traced, tracing_interceptor
-from workflows.models import CancelRequest, RefundWorkflowInput
+from workflows.models import CancelAnswer, CancelRequest, RefundWorkflowInput
 from workflows.refund import RefundWorkflow
 
 WORKFLOW_TYPE = "RefundWorkflow"
@@ -215,6 +216,28 @@ class RefundClient:
         except RPCError as err:
             raise _not_found(err, key) from None
         return await self.status(key)
+
+    async def request_cancel(self, key: str, reason: str) -> CancelAnswer:
+        """Cancel through the `request_cancel` update: an immediate answer, canceled or not
+        and why. "Too late" (already final) raises :class:`RefundClientError`."""
+        if not reason.strip():
+            raise RefundClientError("a cancel needs a reason")
+        try:
+            answer = await self.handle(key).execute_update(
+                "request_cancel", CancelRequest(reason=reason), result_type=CancelAnswer
+            )
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise _not_found(err, key) from None
+            # A finished workflow takes no updates: say it is too late, if it exists.
+            final = await self.status(key)
+            raise RefundClientError(
+                f"too late to cancel: the refund is already {final.state.value}"
+            ) from None
+        except WorkflowUpdateFailedError as err:
+            raise RefundClientError(f"refund {key!r}: {err.cause}") from None
+        assert isinstance(answer, CancelAnswer)
+        return answer
 
     async def wait(self, key: str) -> RefundStatus:
         try:

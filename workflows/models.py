@@ -20,6 +20,16 @@ class CancelRequest(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
+class CancelAnswer(BaseModel):
+    """Answer of the `request_cancel` update, once the cancel has played out."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    canceled: bool
+    state: RefundState
+    note: str
+
+
 class CarriedState(BaseModel):
     """What one run hands to the next on continue-as-new. Not for callers to set."""
 

@@ -70,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
     from core.temporal import REFUND_PAYMENT_ID, REFUND_PROVIDER, REFUND_STATE
     from telemetry.metrics import record_refund_finished, record_refund_started
     from workflows.models import (
+        CancelAnswer,
         CancelRequest,
         CarriedState,
         LaneExit,
@@ -173,6 +174,27 @@ class RefundWorkflow:
         self._status.cancel_requested = True
         self._status.cancel_reason = params.reason
         self._touch()
+
+    @workflow.update(name="request_cancel")
+    async def request_cancel(self, params: CancelRequest) -> CancelAnswer:
+        """Cancel with an answer: waits until the cancel has played out (before submit, at the
+        provider, or refused by it) and says which."""
+        self.cancel(params)
+        await workflow.wait_condition(
+            lambda: self._status.is_final or self._status.cancel_note is not None
+        )
+        canceled = self._status.state is RefundState.CANCELED
+        note = self._status.cancel_note or self._status.message or self._status.state.value
+        return CancelAnswer(canceled=canceled, state=self._status.state, note=note)
+
+    @request_cancel.validator
+    def _accept_cancel(self, params: CancelRequest) -> None:
+        # Rejected updates leave no trace in the history: "too late" costs nothing.
+        if self._status.is_final:
+            raise ValueError(
+                f"too late to cancel: the refund is already {self._status.state.value}"
+                + (f" ({self._status.message})" if self._status.message else "")
+            )
 
     @workflow.signal(name="admitted")
     def admitted(self, grant: LaneGrant) -> None:
