@@ -1,0 +1,146 @@
+"""Browser tests: Debian's headless Chromium against the Temporal UI of an embedded stack.
+
+The stack is this package's own (free ports, temporary state) with a slow provider poll, so an
+``awaiting`` Paynow refund stays PENDING long enough to be cancelled from the UI. Chromium is
+driven by Selenium with the system chromedriver given explicitly: Selenium Manager never runs
+(it would try to download a driver) and the browser is told not to reach the network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+from core.models import ProviderName
+from simulators.serving import free_port
+from starter.client import RefundClient
+from starter.stack import EmbeddedStack, StackConfig, StackError
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS_IMAGES = REPO / "docs" / "images"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+UPDATE_SCREENSHOTS_ENV = "REFUNDS_UPDATE_SCREENSHOTS"
+
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+)
+
+
+@dataclass
+class UiStack:
+    stack: EmbeddedStack
+    client: RefundClient
+    http: httpx.AsyncClient
+
+    @property
+    def ui_url(self) -> str:
+        return self.stack.ui_url
+
+    async def new_payment(self, provider: ProviderName, scenario: str) -> dict[str, Any]:
+        response = await self.http.post(
+            f"/{provider.value}/_sim/payments", json={"scenario": scenario}
+        )
+        assert response.status_code == 201, response.text
+        payment: dict[str, Any] = response.json()
+        return payment
+
+    async def journal(self, provider: ProviderName) -> dict[str, Any]:
+        response = await self.http.get(f"/{provider.value}/_sim/journal")
+        response.raise_for_status()
+        journal: dict[str, Any] = response.json()
+        return journal
+
+
+@dataclass(frozen=True)
+class Screenshots:
+    """Where screenshots go: ``docs/images`` with REFUNDS_UPDATE_SCREENSHOTS=1, else tmp."""
+
+    directory: Path
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+
+def _require(path: Path) -> None:
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"{path} is missing: the browser tests need Debian's chromium and chromium-driver; "
+            "run `make install-system` (or scripts/install-system.sh chromium chromium-driver)",
+            pytrace=False,
+        )
+
+
+# Package scope, as in tests/e2e: the stack stops before other packages' tests run.
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
+async def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[UiStack]:
+    stack = EmbeddedStack(
+        StackConfig(
+            temporal_port=free_port(),
+            ui_port=free_port(),
+            sim_port=free_port(),
+            state_dir=tmp_path_factory.mktemp("refunds-ui-state"),
+            # Slow polls: an `awaiting` Paynow refund stays NEW for 20 reads (about a minute).
+            poll_initial_s=2.0,
+            poll_max_s=3.0,
+        )
+    )
+    try:
+        await stack.start()
+    except StackError as err:
+        pytest.fail(f"{err}\n{err.log_tail}")
+    try:
+        client = await RefundClient.connect(stack.settings())
+        async with httpx.AsyncClient(base_url=stack.sim_url, timeout=10) as http:
+            yield UiStack(stack, client, http)
+    finally:
+        await stack.stop()
+
+
+@pytest.fixture(scope="package")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    _require(CHROMIUM)
+    _require(CHROMEDRIVER)
+    # Belt and braces: Selenium Manager must never download a driver or a browser.
+    os.environ["SE_OFFLINE"] = "true"
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    service = Service(executable_path=str(CHROMEDRIVER))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="package")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Screenshots:
+    if os.environ.get(UPDATE_SCREENSHOTS_ENV) == "1":
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        return Screenshots(DOCS_IMAGES)
+    return Screenshots(tmp_path_factory.mktemp("ui-screenshots"))
