@@ -231,7 +231,10 @@ class FaultMiddleware:
 
         await self.app(scope, receive, holding_send)
         if fault.kind is FaultKind.DROP:
-            # Ending without a response makes the server close the connection.
+            # Failing after the response has started makes the server close the connection
+            # mid-answer (failing before it would make the server answer 500 instead).
+            for message in held[:1]:
+                await send(message)
             raise ConnectionAbortedError("simulated dropped connection")
         await asyncio.sleep(fault.seconds)
         for message in held:
