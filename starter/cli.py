@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--concurrency", type=_positive_int, default=16, help="parallel starts")
     chaos.add_argument("--kills", type=int, default=3, help="worker SIGKILLs (default 3)")
     chaos.add_argument(
+        "--storm", type=float, default=60.0, help="seconds of faults after the last start"
+    )
+    chaos.add_argument(
         "--deadline", type=float, default=300.0, help="seconds for refunds to end after the storm"
     )
     chaos.add_argument("--state-dir", type=Path, help="default: a new temporary directory")
@@ -565,11 +568,14 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         raise InputError("--kills", "must be 0 or more")
     if args.deadline <= 0:
         raise InputError("--deadline", "must be more than 0 seconds")
+    if args.storm < 0:
+        raise InputError("--storm", "must be 0 seconds or more")
     config = ChaosConfig(
         count=args.count,
         seed=args.seed,
         concurrency=args.concurrency,
         kills=args.kills,
+        storm_after_starts_s=args.storm,
         deadline_s=args.deadline,
     )
 

@@ -1,0 +1,693 @@
+"""`refunds chaos`: many refunds at once while the providers misbehave and the worker dies.
+
+On an embedded stack (its own, on free ports, unless given one) it creates a fresh payment
+per refund at the simulators, starts ``count`` refunds (both providers, random scenarios and
+amounts, some started twice with the same key, some canceled along the way) and, while they
+run, injects random simulator faults (5xx bursts, 429 with ``Retry-After``, latency,
+"processed then the answer is held", dropped answers) and SIGKILLs and restarts the worker a
+few times, each time while a refund call it made has been processed by the provider and its
+answer is held (Mews and Paynow in turn: where re-sending would refund twice). Then it waits
+for every refund to end, up to a deadline, reads the simulators' journals and prints one
+table:
+
+* started, succeeded, failed, canceled, rejected, needs attention (parked for a person with
+  the evidence, still watched);
+* refunds made at the provider for the run's payments;
+* **duplicates**: refunds with more than one refund at the provider (per idempotency key at
+  Paynow; per payment at Mews, which has no keys: each refund here has its own payment);
+* **orphans**: the provider made one refund but the workflow reports another, or none;
+* **lost**: neither final nor parked by the deadline.
+
+Exit 0 when duplicates, orphans and lost are all 0, else 1. The seed is printed: the same
+seed makes the same refunds, faults and kill times (the interleaving still varies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import secrets
+import socket
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+from temporalio.service import RPCError
+
+from core.models import ProviderName, RefundOptions, RefundRequest, RefundState, RefundStatus
+from starter.client import RefundClient, RefundClientError
+from starter.output import render_table, to_json
+from starter.stack import EmbeddedStack, StackConfig
+from workflows.models import CancelRequest
+from workflows.refund import RefundWorkflow
+
+# Short timings, so a killed worker's activity is retried within seconds.
+POLL_INITIAL_S = 0.5
+POLL_MAX_S = 2.0
+HTTP_TIMEOUT_S = 2.0
+CALL_TIMEOUT_S = 5.0
+WORKER_ENV = {
+    "REFUNDS_HTTP_TIMEOUT_S": str(HTTP_TIMEOUT_S),
+    "REFUNDS_CALL_TIMEOUT_S": str(CALL_TIMEOUT_S),
+}
+REASON = "chaos run: goods returned"
+# How long a kill waits for a refund call to hold before it kills anyway.
+HOLD_WAIT_S = 10.0
+
+# (scenario, weight) per provider; the weights favour refunds that go through.
+SCENARIOS: dict[ProviderName, tuple[tuple[str, int], ...]] = {
+    ProviderName.PAYNOW: (
+        ("succeeds", 45),
+        ("succeeds_immediately", 10),
+        ("slow", 15),
+        ("fails", 10),
+        ("awaiting", 12),
+        ("not_confirmed", 8),
+    ),
+    ProviderName.MEWS: (
+        ("succeeds", 50),
+        ("succeeds_immediately", 10),
+        ("slow", 15),
+        ("fails", 10),
+        ("not_refundable_type", 8),
+        ("not_charged", 7),
+    ),
+}
+# Paynow's smallest card refund is 1.00 PLN.
+MIN_AMOUNT_MINOR = {ProviderName.PAYNOW: 100, ProviderName.MEWS: 1}
+# Where a fault may be aimed: (path fragment, method); None hits any call.
+FAULT_TARGETS: dict[ProviderName, tuple[tuple[str | None, str | None], ...]] = {
+    ProviderName.PAYNOW: (("/refunds", "POST"), ("/status", "GET"), (None, None)),
+    ProviderName.MEWS: (("payments/refund", "POST"), ("payments/getAll", "POST"), (None, None)),
+}
+FAULT_KINDS: tuple[tuple[str, int], ...] = (
+    ("status", 30),
+    ("rate_limit", 20),
+    ("latency", 20),
+    ("process_then_hang", 15),
+    ("drop", 15),
+)
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    count: int = 200
+    seed: int | None = None
+    concurrency: int = 16
+    # Worker SIGKILLs (each followed by a restart) during the storm.
+    kills: int = 3
+    # Mean pause between two injected faults.
+    fault_every_s: float = 1.0
+    # Faults and kills go on this long after the last start.
+    storm_after_starts_s: float = 60.0
+    # After the storm, how long refunds may take to end before the rest count as lost.
+    deadline_s: float = 300.0
+    cancel_share: float = 0.08
+    twin_share: float = 0.1
+    progress_every_s: float = 5.0
+
+
+@dataclass
+class ChaosRefund:
+    number: int
+    scenario: str
+    request: RefundRequest
+    cancel_after_s: float | None
+    twin: bool
+    started: bool = False
+    attached: int = 0
+    start_error: str | None = None
+    final: RefundStatus | None = None
+    attention: RefundStatus | None = None
+    error: str | None = None
+    made: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.request.idempotency_key
+
+    @property
+    def settled(self) -> bool:
+        return self.final is not None or self.attention is not None or self.error is not None
+
+
+@dataclass
+class ChaosReport:
+    run_id: str
+    seed: int
+    count: int
+    started: int
+    attached: int
+    start_errors: int
+    succeeded: int
+    failed: int
+    canceled: int
+    rejected: int
+    needs_attention: int
+    refunds_at_provider: int
+    duplicates: int
+    orphans: int
+    lost: int
+    faults_injected: dict[str, int]
+    worker_kills: int
+    elapsed_s: float
+    problems: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> bool:
+        return self.duplicates == 0 and self.orphans == 0 and self.lost == 0
+
+    def rows(self) -> list[tuple[str, int]]:
+        return [
+            ("started", self.started),
+            ("succeeded", self.succeeded),
+            ("failed", self.failed),
+            ("canceled", self.canceled),
+            ("rejected", self.rejected),
+            ("needs attention", self.needs_attention),
+            ("refunds made at the provider", self.refunds_at_provider),
+            ("duplicates (more than one refund at the provider)", self.duplicates),
+            ("orphans (refund unknown to its workflow)", self.orphans),
+            ("lost (not final by the deadline)", self.lost),
+        ]
+
+    def table(self) -> str:
+        return render_table(["RESULT", "COUNT"], self.rows(), right=[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "seed": self.seed,
+            "count": self.count,
+            **dict(
+                zip(
+                    (
+                        "started",
+                        "succeeded",
+                        "failed",
+                        "canceled",
+                        "rejected",
+                        "needs_attention",
+                        "refunds_at_provider",
+                        "duplicates",
+                        "orphans",
+                        "lost",
+                    ),
+                    (value for _, value in self.rows()),
+                    strict=True,
+                )
+            ),
+            "attached": self.attached,
+            "start_errors": self.start_errors,
+            "faults_injected": self.faults_injected,
+            "worker_kills": self.worker_kills,
+            "elapsed_s": round(self.elapsed_s, 1),
+            "ok": self.ok,
+            "problems": self.problems,
+        }
+
+
+class ChaosRun:
+    """One run against a running stack; :meth:`run` returns the report."""
+
+    def __init__(
+        self,
+        stack: EmbeddedStack,
+        client: RefundClient,
+        config: ChaosConfig,
+        *,
+        progress: Callable[[str], None],
+    ) -> None:
+        self.stack = stack
+        self.client = client
+        self.config = config
+        self.progress = progress
+        self.seed = (
+            config.seed if config.seed is not None else random.SystemRandom().randrange(10**6)
+        )
+        self.rng = random.Random(self.seed)
+        self.run_id = secrets.token_hex(3)
+        self.refunds: list[ChaosRefund] = []
+        self.faults = Counter[str]()
+        self.kills = 0
+        self.began = time.monotonic()
+        self._starts_done = asyncio.Event()
+
+    def say(self, text: str) -> None:
+        self.progress(f"{time.monotonic() - self.began:7.1f}s  {text}")
+
+    async def run(self) -> ChaosReport:
+        async with httpx.AsyncClient(base_url=self.stack.sim_url, timeout=30) as http:
+            await self._prepare(http)
+            self.say(
+                f"chaos {self.run_id} (seed {self.seed}): {len(self.refunds)} refunds, "
+                f"{self.config.kills} worker kills, a fault every ~{self.config.fault_every_s}s"
+            )
+            storm_over = asyncio.Event()
+            watchers: list[asyncio.Task[None]] = []
+            chaos = [
+                asyncio.create_task(self._inject_faults(http, storm_over)),
+                asyncio.create_task(self._kill_workers(http)),
+            ]
+            reporter = asyncio.create_task(self._report_progress())
+            try:
+                await self._start_all(watchers)
+                await asyncio.sleep(self.config.storm_after_starts_s)
+                storm_over.set()
+                await asyncio.gather(*chaos)
+                await self._clear_faults(http)
+                self.say("storm over: faults cleared, worker up; waiting for every refund")
+                await self._wait()
+            finally:
+                storm_over.set()
+                for task in [*chaos, *watchers, reporter]:
+                    task.cancel()
+                await asyncio.gather(*chaos, *watchers, reporter, return_exceptions=True)
+            await self._collect_attention_details()
+            journals = {p: await self._journal(http, p) for p in ProviderName}
+        return self._report(journals)
+
+    # ------------------------------------------------------------------ refunds
+
+    async def _prepare(self, http: httpx.AsyncClient) -> None:
+        plans: list[tuple[int, ProviderName, str]] = []
+        for number in range(1, self.config.count + 1):
+            provider = self.rng.choice(list(ProviderName))
+            names, weights = zip(*SCENARIOS[provider], strict=True)
+            plans.append((number, provider, self.rng.choices(names, weights)[0]))
+        limit = asyncio.Semaphore(self.config.concurrency)
+
+        async def create(number: int, provider: ProviderName, scenario: str) -> dict[str, Any]:
+            async with limit:
+                response = await http.post(
+                    f"/{provider.value}/_sim/payments", json={"scenario": scenario}
+                )
+                response.raise_for_status()
+                payment: dict[str, Any] = response.json()
+                return payment
+
+        payments = await asyncio.gather(*(create(*plan) for plan in plans))
+        for (number, provider, scenario), payment in zip(plans, payments, strict=True):
+            self.refunds.append(self._plan(number, provider, scenario, payment))
+
+    def _plan(
+        self, number: int, provider: ProviderName, scenario: str, payment: dict[str, Any]
+    ) -> ChaosRefund:
+        fields: dict[str, Any] = {
+            "idempotency_key": f"chaos-{self.run_id}-{number}",
+            "provider": provider,
+            "payment_id": payment["payment_id"],
+            "reason": REASON,
+            "requester": "refunds chaos",
+            "metadata": {"scenario": scenario},
+        }
+        if provider is ProviderName.MEWS:
+            fields["account_id"] = payment["account_id"]
+        whole = provider is ProviderName.MEWS and self.rng.random() < 0.1
+        if not whole:
+            low = MIN_AMOUNT_MINOR[provider]
+            fields["amount_minor"] = self.rng.randint(low, max(low, payment["amount_minor"]))
+            fields["currency"] = payment["currency"]
+        cancel = self.rng.random() < self.config.cancel_share
+        return ChaosRefund(
+            number=number,
+            scenario=scenario,
+            request=RefundRequest.model_validate(fields),
+            cancel_after_s=self.rng.uniform(0.0, 4.0) if cancel else None,
+            twin=self.rng.random() < self.config.twin_share,
+        )
+
+    async def _start_all(self, watchers: list[asyncio.Task[None]]) -> None:
+        """Starts spread over a ramp (a twentieth of a second per refund)."""
+        ramp_s = len(self.refunds) * 0.05
+        delays = sorted(self.rng.uniform(0, ramp_s) for _ in self.refunds)
+        limit = asyncio.Semaphore(self.config.concurrency)
+        began = time.monotonic()
+
+        async def start(refund: ChaosRefund, delay: float) -> None:
+            await asyncio.sleep(max(0.0, began + delay - time.monotonic()))
+            async with limit:
+                calls = [self.client.start(refund.request) for _ in range(2 if refund.twin else 1)]
+                results = await asyncio.gather(*calls, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    refund.start_error = f"{type(result).__name__}: {result}"
+                elif result.created:
+                    refund.started = True
+                else:
+                    refund.attached += 1
+            if refund.started:
+                watchers.append(asyncio.create_task(self._watch(refund)))
+
+        await asyncio.gather(*(start(r, d) for r, d in zip(self.refunds, delays, strict=True)))
+        self._starts_done.set()
+        self.say(f"all {len(self.refunds)} refunds started")
+
+    async def _watch(self, refund: ChaosRefund) -> None:
+        if refund.cancel_after_s is not None:
+            await asyncio.sleep(refund.cancel_after_s)
+            handle = self.client.handle(refund.key)
+            # Already finished: too late to cancel, nothing to do.
+            with contextlib.suppress(RPCError):
+                await handle.signal(
+                    RefundWorkflow.cancel, CancelRequest(reason="chaos: customer changed mind")
+                )
+        try:
+            refund.final = await self.client.wait(refund.key)
+        except (RefundClientError, RPCError) as err:
+            refund.error = f"{type(err).__name__}: {err}"
+        except Exception as err:  # a workflow that failed is a bug: report it, go on
+            refund.error = f"{type(err).__name__}: {err}"
+
+    async def _wait(self) -> None:
+        deadline = time.monotonic() + self.config.deadline_s
+        while time.monotonic() < deadline:
+            await self._scan_attention()
+            if all(r.settled for r in self.refunds if r.started):
+                return
+            await asyncio.sleep(1.0)
+        self.say(f"deadline of {self.config.deadline_s:.0f}s reached")
+
+    async def _scan_attention(self) -> None:
+        """Running refunds of this run parked in NEEDS_ATTENTION (from the visibility store)."""
+        by_id = {r.request.workflow_id: r for r in self.refunds if r.final is None}
+        query = (
+            'WorkflowType="RefundWorkflow" AND RefundState="NEEDS_ATTENTION" '
+            'AND ExecutionStatus="Running"'
+        )
+        parked: set[str] = set()
+        try:
+            async for execution in self.client.client.list_workflows(query):
+                parked.add(execution.id)
+        except RPCError:
+            return
+        for workflow_id, refund in by_id.items():
+            if workflow_id in parked and refund.attention is None:
+                refund.attention = RefundStatus(
+                    key=refund.key,
+                    workflow_id=workflow_id,
+                    provider=refund.request.provider,
+                    payment_id=refund.request.payment_id,
+                    state=RefundState.NEEDS_ATTENTION,
+                )
+            elif workflow_id not in parked:
+                refund.attention = None
+
+    async def _collect_attention_details(self) -> None:
+        for refund in self.refunds:
+            if refund.final is None and refund.attention is not None:
+                with contextlib.suppress(TimeoutError, RefundClientError):
+                    refund.attention = await asyncio.wait_for(self.client.status(refund.key), 10)
+
+    # ------------------------------------------------------------------- chaos
+
+    async def _inject_faults(self, http: httpx.AsyncClient, over: asyncio.Event) -> None:
+        while not over.is_set():
+            await asyncio.sleep(self.rng.expovariate(1 / self.config.fault_every_s))
+            if over.is_set():
+                return
+            provider = self.rng.choice(list(ProviderName))
+            spec = self._random_fault(provider)
+            try:
+                response = await http.post(f"/{provider.value}/_sim/faults", json=spec)
+                response.raise_for_status()
+            except httpx.HTTPError:
+                continue
+            self.faults[str(spec["kind"])] += 1
+
+    def _random_fault(self, provider: ProviderName) -> dict[str, Any]:
+        kinds, weights = zip(*FAULT_KINDS, strict=True)
+        kind = self.rng.choices(kinds, weights)[0]
+        path, method = self.rng.choice(FAULT_TARGETS[provider])
+        if kind in ("process_then_hang", "drop") and self.rng.random() < 0.7:
+            # Mostly where it matters: the refund call itself.
+            path, method = FAULT_TARGETS[provider][0]
+        spec: dict[str, Any] = {"kind": kind}
+        if path is not None:
+            spec["path_contains"] = path
+        if method is not None:
+            spec["method"] = method
+        if kind == "status":
+            spec.update(status=self.rng.choice((500, 502, 503, 504)), count=self.rng.randint(1, 4))
+        elif kind == "rate_limit":
+            spec.update(retry_after=self.rng.choice(("1", "2")), count=self.rng.randint(1, 4))
+        elif kind == "latency":
+            spec.update(seconds=round(self.rng.uniform(0.2, 3.0), 2), count=self.rng.randint(1, 3))
+        elif kind == "process_then_hang":
+            spec.update(seconds=round(self.rng.uniform(3.0, 6.0), 2))
+        return spec
+
+    async def _kill_workers(self, http: httpx.AsyncClient) -> None:
+        """SIGKILL the worker at random moments, each time while a refund call it made is
+        held by the provider after processing (Mews and Paynow in turn): the moment where
+        re-sending would refund twice."""
+        horizon = len(self.refunds) * 0.05 + self.config.storm_after_starts_s
+        moments = sorted(self.rng.uniform(2.0, max(2.0, horizon)) for _ in range(self.config.kills))
+        for index, moment in enumerate(moments):
+            await asyncio.sleep(max(0.0, self.began + moment - time.monotonic()))
+            provider = (ProviderName.MEWS, ProviderName.PAYNOW)[index % 2]
+            held = await self._hold_a_refund_call(http, provider)
+            self.stack.kill_worker()
+            self.kills += 1
+            down = self.rng.uniform(0.5, 2.0)
+            during = (
+                f"while a {provider.value} refund call it made was held after processing"
+                if held
+                else "(no refund call in flight)"
+            )
+            self.say(f"worker killed (SIGKILL) {during}; restarting in {down:.1f}s")
+            await asyncio.sleep(down)
+            await self.stack.start_worker()
+            self.say("worker restarted")
+
+    async def _hold_a_refund_call(self, http: httpx.AsyncClient, provider: ProviderName) -> bool:
+        """Have the provider process the next refund call and hold its answer; True once one
+        is held (within the worker's HTTP timeout, so the worker is still waiting for it)."""
+        path, method = FAULT_TARGETS[provider][0]
+        seen = len((await self._journal(http, provider))["requests"])
+        spec = {
+            "kind": "process_then_hang",
+            "seconds": HTTP_TIMEOUT_S + 3.0,
+            "path_contains": path,
+            "method": method,
+        }
+        (await http.post(f"/{provider.value}/_sim/faults", json=spec)).raise_for_status()
+        self.faults["process_then_hang"] += 1
+        deadline = time.monotonic() + HOLD_WAIT_S
+        while time.monotonic() < deadline:
+            for entry in (await self._journal(http, provider))["requests"][seen:]:
+                held = entry["fault"] == "process_then_hang" and entry["status"] is None
+                if held and path in entry["path"]:
+                    return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _clear_faults(self, http: httpx.AsyncClient) -> None:
+        for provider in ProviderName:
+            await http.delete(f"/{provider.value}/_sim/faults")
+
+    async def _report_progress(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.progress_every_s)
+            started = [r for r in self.refunds if r.started]
+            states = Counter(r.final.state.value.lower() for r in self.refunds if r.final)
+            parked = sum(1 for r in started if r.final is None and r.attention is not None)
+            open_ = sum(1 for r in started if not r.settled)
+            detail = ", ".join(f"{name} {n}" for name, n in sorted(states.items()))
+            self.say(
+                f"started {len(started)}/{len(self.refunds)}  final {states.total()}"
+                f"{f' ({detail})' if detail else ''}  needs attention {parked}  "
+                f"in flight {open_}  faults {self.faults.total()}  worker kills {self.kills}"
+            )
+
+    # ------------------------------------------------------------------ report
+
+    async def _journal(self, http: httpx.AsyncClient, provider: ProviderName) -> dict[str, Any]:
+        response = await http.get(f"/{provider.value}/_sim/journal")
+        response.raise_for_status()
+        journal: dict[str, Any] = response.json()
+        return journal
+
+    def _report(self, journals: dict[ProviderName, dict[str, Any]]) -> ChaosReport:
+        made: dict[tuple[ProviderName, str], list[dict[str, Any]]] = {}
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        for provider, journal in journals.items():
+            for record in journal["refunds"]:
+                made.setdefault((provider, record["payment_id"]), []).append(record)
+                if record.get("idempotency_key"):
+                    by_key.setdefault(record["idempotency_key"], []).append(record)
+        states = Counter(r.final.state for r in self.refunds if r.final is not None)
+        problems: list[dict[str, Any]] = []
+        duplicates = orphans = lost = at_provider = 0
+        for refund in self.refunds:
+            request = refund.request
+            records = list(made.get((request.provider, request.payment_id), []))
+            # Paynow also counts per idempotency key (the same as per payment here, where
+            # every refund has a payment of its own; a refund under the key elsewhere counts).
+            records += [r for r in by_key.get(refund.key, []) if r not in records]
+            refund.made = [str(r["refund_id"]) for r in records]
+            at_provider += len(records)
+            status = refund.final or refund.attention
+            issue: str | None = None
+            if len(records) > 1:
+                duplicates += 1
+                issue = "duplicate"
+            elif refund.started and not refund.settled:
+                lost += 1
+                issue = "lost"
+            elif refund.error is not None:
+                lost += 1
+                issue = f"workflow error: {refund.error}"
+            elif (
+                records
+                and refund.final is not None
+                and refund.final.provider_refund_id != refund.made[0]
+            ):
+                orphans += 1
+                issue = "orphan"
+            elif refund.attention is not None and refund.final is None:
+                issue = "needs attention"
+            elif refund.start_error is not None:
+                issue = f"start error: {refund.start_error}"
+            if issue is not None:
+                problems.append(
+                    {
+                        "key": refund.key,
+                        "provider": request.provider.value,
+                        "scenario": refund.scenario,
+                        "payment_id": request.payment_id,
+                        "issue": issue,
+                        "state": status.state.value if status else None,
+                        "provider_refund_id": status.provider_refund_id if status else None,
+                        "refunds_at_provider": refund.made,
+                        "note": (status.attention_reason or status.last_error) if status else None,
+                    }
+                )
+        return ChaosReport(
+            run_id=self.run_id,
+            seed=self.seed,
+            count=len(self.refunds),
+            started=sum(1 for r in self.refunds if r.started),
+            attached=sum(r.attached for r in self.refunds),
+            start_errors=sum(1 for r in self.refunds if r.start_error is not None),
+            succeeded=states[RefundState.SUCCEEDED],
+            failed=states[RefundState.FAILED],
+            canceled=states[RefundState.CANCELED],
+            rejected=states[RefundState.REJECTED],
+            needs_attention=sum(
+                1 for r in self.refunds if r.final is None and r.attention is not None
+            ),
+            refunds_at_provider=at_provider,
+            duplicates=duplicates,
+            orphans=orphans,
+            lost=lost,
+            faults_injected=dict(sorted(self.faults.items())),
+            worker_kills=self.kills,
+            elapsed_s=time.monotonic() - self.began,
+            problems=problems,
+        )
+
+
+def render_report(report: ChaosReport) -> str:
+    faults = ", ".join(f"{kind} {n}" for kind, n in report.faults_injected.items()) or "none"
+    lines = [
+        report.table(),
+        "",
+        f"run {report.run_id}, seed {report.seed}: {report.count} refunds "
+        f"({report.attached} second starts attached to the first), "
+        f"{report.worker_kills} worker kills, faults injected: {faults}; "
+        f"{report.elapsed_s:.1f}s",
+    ]
+    if report.start_errors:
+        lines.append(f"{report.start_errors} refund(s) could not be started")
+    if report.problems:
+        lines.append("")
+        lines.append(
+            render_table(
+                ["KEY", "PROVIDER", "SCENARIO", "ISSUE", "STATE", "AT PROVIDER", "NOTE"],
+                [
+                    [
+                        p["key"],
+                        p["provider"],
+                        p["scenario"],
+                        p["issue"],
+                        p["state"],
+                        ", ".join(p["refunds_at_provider"]) or None,
+                        p["note"],
+                    ]
+                    for p in report.problems
+                ],
+            )
+        )
+    verdict = (
+        "OK: no duplicate, orphan or lost refund"
+        if report.ok
+        else "FAILED: duplicates, orphans or lost refunds above"
+    )
+    lines += ["", verdict]
+    return "\n".join(lines)
+
+
+def chaos_options() -> RefundOptions:
+    return RefundOptions(
+        poll_initial_s=POLL_INITIAL_S, poll_max_s=POLL_MAX_S, call_timeout_s=CALL_TIMEOUT_S
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def run_chaos(
+    config: ChaosConfig,
+    *,
+    state_dir: Path | None = None,
+    keep: bool = False,
+    stop: asyncio.Event | None = None,
+    as_json: bool = False,
+    out: TextIO | None = None,
+) -> int:
+    """Start a stack on free ports, run, print the table (or JSON); 0 when all is well."""
+    out = out or sys.stdout
+    progress_to = sys.stderr if as_json else out
+    directory = state_dir or Path(tempfile.mkdtemp(prefix="refunds-chaos-"))
+    stack = EmbeddedStack(
+        StackConfig(
+            temporal_port=_free_port(),
+            ui_port=_free_port(),
+            sim_port=_free_port(),
+            state_dir=directory,
+            poll_initial_s=POLL_INITIAL_S,
+            poll_max_s=POLL_MAX_S,
+            extra_worker_env=WORKER_ENV,
+        )
+    )
+
+    def progress(line: str) -> None:
+        print(line, file=progress_to, flush=True)
+
+    progress(f"starting the stack (state and logs in {directory}/)...")
+    async with stack:
+        assert stack.client is not None
+        client = RefundClient(
+            stack.client, task_queue=stack.config.task_queue, options=chaos_options()
+        )
+        progress(f"stack ready; Temporal UI {stack.ui_url}")
+        report = await ChaosRun(stack, client, config, progress=progress).run()
+        if as_json:
+            print(to_json(report.to_dict()), file=out, flush=True)
+        else:
+            print("\n" + render_report(report), file=out, flush=True)
+        if keep:
+            progress(f"--keep: the stack stays up ({stack.ui_url}); Ctrl-C to stop it.")
+            await (stop or asyncio.Event()).wait()
+    return 0 if report.ok else 1

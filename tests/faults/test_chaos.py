@@ -1,0 +1,34 @@
+"""`refunds chaos` in small: twenty refunds under random faults and one worker kill, on the
+fault tests' stack. No refund may be made twice, be unknown to its workflow, or be lost."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.models import ProviderName
+from starter.chaos import ChaosConfig, ChaosRun, render_report
+from tests.faults.conftest import FaultStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+
+
+async def test_chaos_smoke(faults: FaultStack) -> None:
+    config = ChaosConfig(
+        count=20, seed=20_251_122, kills=1, storm_after_starts_s=5.0, deadline_s=150.0
+    )
+    lines: list[str] = []
+    report = await ChaosRun(faults.stack, faults.client, config, progress=lines.append).run()
+    print("\n".join(lines), "\n", render_report(report), sep="\n")
+
+    assert report.started == 20
+    assert report.worker_kills == 1
+    assert sum(report.faults_injected.values()) > 0
+    assert report.duplicates == 0, report.problems
+    assert report.orphans == 0, report.problems
+    assert report.lost == 0, report.problems
+    finished = report.succeeded + report.failed + report.canceled + report.rejected
+    assert finished + report.needs_attention == 20
+    assert faults.stack.worker_pid is not None
+    # The next tests count requests and 429s: give them Mews' rate-limit window afresh.
+    for provider in ProviderName:
+        (await faults.http.post(f"/{provider.value}/_sim/reset")).raise_for_status()
