@@ -39,7 +39,7 @@ from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -250,9 +250,14 @@ class RefundWorkflow:
         if self._lane is None:
             return
         lane, self._lane = self._lane, None
-        await workflow.get_external_workflow_handle(lane).signal(
-            "release", LaneExit(workflow_id=workflow.info().workflow_id, refund_ids=refund_ids)
-        )
+        try:
+            await workflow.get_external_workflow_handle(lane).signal(
+                "release",
+                LaneExit(workflow_id=workflow.info().workflow_id, refund_ids=refund_ids),
+            )
+        except FailureError:
+            # The lane is gone (an operator terminated it): nothing left to release.
+            workflow.logger.warning("payment lane %s was gone at release", lane)
 
     async def _validate_then_submit(self) -> ProviderRefund | None:
         try:

@@ -13,17 +13,17 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
 
-from core.models import ProviderName, RefundState, RefundStatus
+from core.models import RefundState, RefundStatus
 from core.settings import Settings
 from simulators.serving import free_port
 from starter.client import RefundClient
 from starter.stack import EmbeddedStack, StackConfig, StackError
+from tests.support.simulators import SimulatorControl
 
 REPO = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_S = 60.0
@@ -37,7 +37,7 @@ class CliResult:
 
 
 @dataclass
-class E2E:
+class E2E(SimulatorControl):
     stack: EmbeddedStack
     settings: Settings
     sim_url: str
@@ -71,20 +71,6 @@ class E2E:
     async def cli(self, *args: str) -> CliResult:
         """``refunds ARGS`` through the real entry point (``main`` and its ``os._exit``)."""
         return await self.run(sys.executable, "-m", "starter.cli", *args)
-
-    async def new_payment(self, provider: ProviderName, scenario: str) -> dict[str, Any]:
-        response = await self.http.post(
-            f"/{provider.value}/_sim/payments", json={"scenario": scenario}
-        )
-        assert response.status_code == 201, response.text
-        payment: dict[str, Any] = response.json()
-        return payment
-
-    async def journal(self, provider: ProviderName) -> dict[str, Any]:
-        response = await self.http.get(f"/{provider.value}/_sim/journal")
-        response.raise_for_status()
-        journal: dict[str, Any] = response.json()
-        return journal
 
     async def wait_for_state(
         self, key: str, state: RefundState, timeout_s: float = 30.0

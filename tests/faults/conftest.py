@@ -31,6 +31,7 @@ from core.settings import Settings
 from simulators.serving import free_port
 from starter.client import RefundClient
 from starter.stack import EmbeddedStack, StackConfig, StackError
+from tests.support.simulators import SimulatorControl
 
 HTTP_TIMEOUT_S = 1.0
 CALL_TIMEOUT_S = 3.0
@@ -70,37 +71,12 @@ class ActivityRun:
 
 
 @dataclass
-class FaultStack:
+class FaultStack(SimulatorControl):
     stack: EmbeddedStack
     client: RefundClient
     http: httpx.AsyncClient
 
     # --------------------------------------------------------------- simulators
-
-    async def new_payment(
-        self, provider: ProviderName, scenario: str, **fields: Any
-    ) -> dict[str, Any]:
-        response = await self.http.post(
-            f"/{provider.value}/_sim/payments", json={"scenario": scenario, **fields}
-        )
-        assert response.status_code == 201, response.text
-        payment: dict[str, Any] = response.json()
-        return payment
-
-    async def inject(self, provider: ProviderName, *faults: dict[str, Any]) -> None:
-        response = await self.http.post(f"/{provider.value}/_sim/faults", json=list(faults))
-        assert response.status_code == 201, response.text
-
-    async def clear_faults(self) -> None:
-        for provider in ProviderName:
-            response = await self.http.delete(f"/{provider.value}/_sim/faults")
-            assert response.status_code == 204, response.text
-
-    async def journal(self, provider: ProviderName) -> Journal:
-        response = await self.http.get(f"/{provider.value}/_sim/journal")
-        response.raise_for_status()
-        journal: Journal = response.json()
-        return journal
 
     async def refunds_made(self, request: RefundRequest) -> int:
         """Refunds the provider made for this request's payment; at Paynow the count per

@@ -13,7 +13,6 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,10 +20,10 @@ import pytest_asyncio
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from core.models import ProviderName
 from simulators.serving import free_port
 from starter.client import RefundClient
 from starter.stack import EmbeddedStack, StackConfig, StackError
+from tests.support.simulators import SimulatorControl
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS_IMAGES = REPO / "docs" / "images"
@@ -47,7 +46,7 @@ CHROMIUM_FLAGS = (
 
 
 @dataclass
-class UiStack:
+class UiStack(SimulatorControl):
     stack: EmbeddedStack
     client: RefundClient
     http: httpx.AsyncClient
@@ -55,20 +54,6 @@ class UiStack:
     @property
     def ui_url(self) -> str:
         return self.stack.ui_url
-
-    async def new_payment(self, provider: ProviderName, scenario: str) -> dict[str, Any]:
-        response = await self.http.post(
-            f"/{provider.value}/_sim/payments", json={"scenario": scenario}
-        )
-        assert response.status_code == 201, response.text
-        payment: dict[str, Any] = response.json()
-        return payment
-
-    async def journal(self, provider: ProviderName) -> dict[str, Any]:
-        response = await self.http.get(f"/{provider.value}/_sim/journal")
-        response.raise_for_status()
-        journal: dict[str, Any] = response.json()
-        return journal
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.failures import OUTCOME_UNKNOWN
-from activities.lane_activities import LaneActivities
 from activities.models import (
     CancelAtProviderResult,
     EnterLaneInput,
     ValidatedRefund,
     ValidateInput,
+    WorkflowRef,
 )
 from core.models import (
     ProviderName,
@@ -38,8 +38,7 @@ from core.models import (
 from core.temporal import REFUND_PAYMENT_ID, REFUND_PROVIDER, REFUND_STATE
 from starter.client import IdempotencyConflictError, RefundClient
 from tests.workflows.fakes import FakeProvider, final_error, refund
-from workflows.models import CancelRequest, RefundWorkflowInput
-from workflows.payment_lane import RefundLaneWorkflow
+from workflows.models import CancelRequest, LaneGrant, RefundWorkflowInput
 from workflows.refund import RefundWorkflow
 
 PENDING = ProviderRefundStatus.PENDING
@@ -110,35 +109,49 @@ class Harness:
         return await handle.result()
 
 
-class RecordingLane(LaneActivities):
-    """The real lane activities, noting which lanes a test opened."""
+class InstantLane:
+    """Stands in for the payment lane on the time-skipping server: admits at once.
+
+    The real lane workflow is exercised on the real dev server (tests/faults, the codec,
+    telemetry and UI tests); with it, these time-skipping tests occasionally stopped
+    skipping time. The workflow's own side (enter, wait for admission, release) still runs.
+    """
 
     def __init__(self, client: Client) -> None:
-        super().__init__(client)
+        self._client = client
         self.workflow_ids: set[str] = set()
 
     @activity.defn(name="enter_refund_lane")
     async def enter(self, params: EnterLaneInput) -> None:
-        self.workflow_ids.update((params.lane_id, params.workflow_id))
-        await super().enter(params)
+        self.workflow_ids.add(params.workflow_id)
+        await self._client.get_workflow_handle(params.workflow_id).signal(
+            "admitted", LaneGrant(lane_id=params.lane_id)
+        )
+
+    @activity.defn(name="refund_is_open")
+    async def is_open(self, params: WorkflowRef) -> bool:
+        return True
+
+    @property
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.enter, self.is_open]
 
 
 @asynccontextmanager
 async def worker_for(
     env: WorkflowEnvironment, queue: str, activities: list[Callable[..., Any]]
 ) -> AsyncIterator[None]:
-    """Scripted provider activities, with the real lane workflow and lane activities.
+    """Scripted provider activities, with an instant lane.
 
-    A lane idles for a minute after its last refund, and a failed test may leave its refund
-    running. Once this worker is gone their pending timers would hold the time-skipping
-    server back for every later test, so whatever the test started ends with it.
+    A failed test may leave its refund running; once this worker is gone its pending timers
+    would hold the time-skipping server back for every later test, so it ends with the test.
     """
-    lane = RecordingLane(env.client)
+    lane = InstantLane(env.client)
     try:
         async with Worker(
             env.client,
             task_queue=queue,
-            workflows=[RefundWorkflow, RefundLaneWorkflow],
+            workflows=[RefundWorkflow],
             activities=[*activities, *lane.all],
         ):
             yield
