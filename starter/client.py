@@ -131,12 +131,6 @@ class RefundClient:
 
     async def _start(self, request: RefundRequest) -> StartedRefund:
         check_request(request)
-        fingerprint = request.fingerprint()
-        memo: dict[str, Any] = {
-            "fingerprint": fingerprint,
-            "amount_minor": request.amount_minor,
-            "currency": request.currency,
-        }
         try:
             await self.client.start_workflow(
                 RefundWorkflow.run,
@@ -145,25 +139,42 @@ class RefundClient:
                 task_queue=self.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                memo=memo,
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(REFUND_STATE, RefundState.VALIDATING.value),
-                        SearchAttributePair(REFUND_PROVIDER, request.provider.value),
-                        SearchAttributePair(REFUND_PAYMENT_ID, request.payment_id),
-                    ]
-                ),
+                memo=_memo(request),
+                search_attributes=_search_attributes(request),
                 static_summary=summary_line(request),
             )
         except WorkflowAlreadyStartedError:
             existing = await self._fingerprint_of(request.idempotency_key)
-            if existing != fingerprint:
+            if existing != request.fingerprint():
                 raise IdempotencyConflictError(
                     f"idempotency conflict: key {request.idempotency_key!r} is already used by "
                     "a different refund request; use a new key for a new refund"
                 ) from None
             return StartedRefund(request.idempotency_key, request.workflow_id, created=False)
         return StartedRefund(request.idempotency_key, request.workflow_id, created=True)
+
+    async def start_canceled(self, request: RefundRequest, reason: str) -> None:
+        """Start a refund with its `cancel` signal already delivered (signal-with-start): the
+        first thing the workflow sees is the cancel, so the provider is never asked.
+
+        The server refuses conflict policy FAIL for signal-with-start, so with a key whose
+        refund is *running* already the signal would cancel that refund: for fresh keys only
+        (the demo's), never as a way to start an ordinary refund.
+        """
+        check_request(request)
+        await self.client.start_workflow(
+            RefundWorkflow.run,
+            RefundWorkflowInput(request=request, options=self.options),
+            id=request.workflow_id,
+            task_queue=self.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            memo=_memo(request),
+            search_attributes=_search_attributes(request),
+            static_summary=summary_line(request),
+            start_signal="cancel",
+            start_signal_args=[CancelRequest(reason=reason)],
+        )
 
     async def _fingerprint_of(self, key: str) -> str | None:
         handle = self.handle(key)
@@ -283,6 +294,26 @@ class RefundClient:
                 )
             )
         return items
+
+
+def _memo(request: RefundRequest) -> dict[str, Any]:
+    """What a start records beside the input: the fingerprint (idempotency) and the amount
+    (for `list`)."""
+    return {
+        "fingerprint": request.fingerprint(),
+        "amount_minor": request.amount_minor,
+        "currency": request.currency,
+    }
+
+
+def _search_attributes(request: RefundRequest) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(REFUND_STATE, RefundState.VALIDATING.value),
+            SearchAttributePair(REFUND_PROVIDER, request.provider.value),
+            SearchAttributePair(REFUND_PAYMENT_ID, request.payment_id),
+        ]
+    )
 
 
 def options_from_settings(settings: Settings) -> RefundOptions:

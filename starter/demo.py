@@ -16,21 +16,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 import httpx
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 
 from core.models import ProviderName, RefundRequest, RefundState, RefundStatus
-from core.temporal import REFUND_PAYMENT_ID, REFUND_PROVIDER, REFUND_STATE
-from providers.registry import check_request
 from starter.client import RefundClient, RefundClientError, summary_line
 from starter.output import amount, render_table
 from starter.stack import EmbeddedStack, StackConfig
-from workflows.models import CancelRequest, RefundWorkflowInput
-from workflows.refund import RefundWorkflow
 
 POLL_INITIAL_S = 0.5
 POLL_MAX_S = 2.0
@@ -107,40 +97,6 @@ class DemoRun:
         return f"not final ({where})"
 
 
-async def start_canceled(client: RefundClient, request: RefundRequest, reason: str) -> None:
-    """Start a refund with its `cancel` signal already delivered (signal-with-start): the
-    first thing the workflow sees is the cancel, so the provider is never asked. Same id,
-    reuse policy, memo and search attributes as :meth:`RefundClient.start`.
-
-    The server refuses conflict policy FAIL for signal-with-start, so with a key that is
-    *running* already the signal would cancel that refund: only for fresh keys (the demo's).
-    """
-    check_request(request)
-    await client.client.start_workflow(
-        RefundWorkflow.run,
-        RefundWorkflowInput(request=request, options=client.options),
-        id=request.workflow_id,
-        task_queue=client.task_queue,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        memo={
-            "fingerprint": request.fingerprint(),
-            "amount_minor": request.amount_minor,
-            "currency": request.currency,
-        },
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(REFUND_STATE, RefundState.VALIDATING.value),
-                SearchAttributePair(REFUND_PROVIDER, request.provider.value),
-                SearchAttributePair(REFUND_PAYMENT_ID, request.payment_id),
-            ]
-        ),
-        static_summary=summary_line(request),
-        start_signal="cancel",
-        start_signal_args=[CancelRequest(reason=reason)],
-    )
-
-
 def build_request(case: DemoCase, key: str, payment: dict[str, Any]) -> RefundRequest:
     fields: dict[str, Any] = {
         "idempotency_key": key,
@@ -190,7 +146,7 @@ class Demo:
     async def drive(self, run: DemoRun) -> None:
         try:
             if run.case.cancel == "before_submit":
-                await start_canceled(self.client, run.request, "demo: customer changed their mind")
+                await self.client.start_canceled(run.request, "demo: customer changed their mind")
                 self.note(run, f"started, cancel already delivered: {summary_line(run.request)}")
             else:
                 await self.client.start(run.request)
