@@ -18,7 +18,6 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from core.models import RefundState, RefundStatus
 from core.settings import Settings
 from simulators.serving import free_port
 from starter.client import RefundClient
@@ -71,18 +70,6 @@ class E2E(SimulatorControl):
     async def cli(self, *args: str) -> CliResult:
         """``refunds ARGS`` through the real entry point (``main`` and its ``os._exit``)."""
         return await self.run(sys.executable, "-m", "starter.cli", *args)
-
-    async def wait_for_state(
-        self, key: str, state: RefundState, timeout_s: float = 30.0
-    ) -> RefundStatus:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            status = await self.client.status(key)
-            if status.state is state:
-                return status
-            assert not status.is_final, f"{key} ended {status.state} waiting for {state}"
-            assert asyncio.get_running_loop().time() < deadline, f"{key} stuck in {status}"
-            await asyncio.sleep(0.1)
 
 
 # Package scope: the stack stops before other packages' tests (a live dev server during the

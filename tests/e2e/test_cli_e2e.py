@@ -14,6 +14,7 @@ import pytest
 from core.models import ProviderName, RefundRequest, RefundState
 from starter.stack import find_temporal_cli
 from tests.e2e.conftest import E2E
+from tests.support.refunds import wait_for_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -153,7 +154,7 @@ async def test_cancel_while_new_cancels_at_paynow(e2e: E2E) -> None:
     key = new_key("cancel")
     started = await e2e.cli(*start_args(ProviderName.PAYNOW, payment, key, "10.00"))
     assert started.code == 0, started.err
-    pending = await e2e.wait_for_state(key, RefundState.PENDING)
+    pending = await wait_for_state(e2e.client, key, RefundState.PENDING)
     assert pending.provider_status == "NEW"
 
     canceled = await e2e.cli("cancel", key, "--reason", "customer changed their mind", "--json")

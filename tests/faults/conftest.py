@@ -26,7 +26,7 @@ import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 
-from core.models import ProviderName, RefundOptions, RefundRequest, RefundState, RefundStatus
+from core.models import ProviderName, RefundOptions, RefundRequest, RefundStatus
 from core.settings import Settings
 from simulators.serving import free_port
 from starter.client import RefundClient
@@ -168,18 +168,6 @@ class FaultStack(SimulatorControl):
     async def wait_final(self, key: str, timeout_s: float = FINAL_TIMEOUT_S) -> RefundStatus:
         """The workflow's result (a long poll: no worker needed while waiting)."""
         return await asyncio.wait_for(self.client.wait(key), timeout_s)
-
-    async def wait_for_state(
-        self, key: str, state: RefundState, timeout_s: float = 30.0
-    ) -> RefundStatus:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            status = await self.client.status(key)
-            if status.state is state:
-                return status
-            assert not status.is_final, f"{key} ended {status.state} waiting for {state}"
-            assert time.monotonic() < deadline, f"{key} never {state}: {status}"
-            await asyncio.sleep(0.1)
 
     async def activity_runs(self, key: str, activity_type: str) -> list[ActivityRun]:
         """Every call of ``activity_type`` in the refund's history, in order."""

@@ -10,6 +10,7 @@ import pytest
 
 from core.models import ProviderName, RefundState
 from tests.faults.conftest import FaultStack
+from tests.support.refunds import wait_for_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -20,7 +21,7 @@ async def test_dev_server_restarted_while_refunds_are_pending(faults: FaultStack
         for provider in (ProviderName.MEWS, ProviderName.PAYNOW)
     ]
     for request in requests:
-        await faults.wait_for_state(request.idempotency_key, RefundState.PENDING)
+        await wait_for_state(faults.client, request.idempotency_key, RefundState.PENDING)
     worker = faults.stack.worker_pid
 
     await faults.restart_temporal()

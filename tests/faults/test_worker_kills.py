@@ -30,6 +30,7 @@ from tests.faults.conftest import (
     FaultStack,
     Journal,
 )
+from tests.support.refunds import wait_for_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -148,7 +149,7 @@ async def test_worker_killed_during_a_pending_wait(faults: FaultStack) -> None:
         for provider in PROVIDERS
     ]
     for request in requests:
-        await faults.wait_for_state(request.idempotency_key, RefundState.PENDING)
+        await wait_for_state(faults.client, request.idempotency_key, RefundState.PENDING)
     await faults.kill_and_restart_worker(down_s=1.0)
 
     finals = await asyncio.gather(*(faults.wait_final(r.idempotency_key) for r in requests))

@@ -25,7 +25,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from core.models import ProviderName, RefundRequest, RefundState, RefundStatus
+from core.models import ProviderName, RefundRequest, RefundState
+from tests.support.refunds import wait_for_state
 from tests.ui.conftest import Screenshots, UiStack
 
 pytestmark = pytest.mark.e2e
@@ -52,17 +53,6 @@ def paynow_request(key: str, payment_id: str) -> RefundRequest:
         currency="PLN",
         reason="ui test: customer returned the goods",
     )
-
-
-async def wait_for_state(ui: UiStack, key: str, state: RefundState) -> RefundStatus:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        status = await ui.client.status(key)
-        if status.state is state:
-            return status
-        assert not status.is_final, f"{key} ended {status.state} waiting for {state}"
-        assert time.monotonic() < deadline, f"{key} stuck in {status}"
-        await asyncio.sleep(0.2)
 
 
 def wait_until(
@@ -189,7 +179,7 @@ async def run_scenario(ui: UiStack, browser: webdriver.Chrome, screenshots: Scre
     assert (await asyncio.wait_for(ui.client.wait(succeeds_key), WAIT_S)).state is (
         RefundState.SUCCEEDED
     )
-    pending = await wait_for_state(ui, awaiting_key, RefundState.PENDING)
+    pending = await wait_for_state(ui.client, awaiting_key, RefundState.PENDING, timeout_s=WAIT_S)
     assert pending.provider_status == "NEW"
 
     # 1. The refund list filtered by search attributes.
