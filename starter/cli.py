@@ -21,6 +21,7 @@ from typing import Any, NoReturn, TextIO
 
 from pydantic import ValidationError
 
+from codec.encryption import EncryptionSettingsError
 from core.models import ProviderName, ReasonCode, RefundRequest, RefundState
 from core.money import MoneyError, parse_major
 from core.settings import MissingSettingError, Settings
@@ -172,8 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=_port, default=8700)
     sim.set_defaults(handler=cmd_sim)
 
+    codec_server = commands.add_parser(
+        "codec-server",
+        help="serve the codec server the Temporal UI and CLI decrypt refunds through",
+        description=(
+            "Decrypt (and encrypt) refund payloads for the Temporal UI and CLI, with the keys of "
+            "REFUNDS_ENCRYPTION_KEYS. Optional: REFUNDS_CODEC_AUTH_TOKEN (bearer token every "
+            "call needs), REFUNDS_CODEC_UI_ORIGINS (the UI origins CORS allows). See "
+            "docs/encryption.md."
+        ),
+    )
+    codec_server.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    codec_server.add_argument("--port", type=_port, default=8234, help="default 8234")
+    codec_server.set_defaults(handler=cmd_codec_server)
+
     dev = commands.add_parser(
-        "dev", help="run Temporal dev server + simulators + worker until Ctrl-C"
+        "dev",
+        help="run Temporal dev server + simulators + worker (+ codec server) until Ctrl-C",
     )
     _stack_arguments(dev, DEFAULT_STATE_DIR)
     dev.set_defaults(handler=cmd_dev)
@@ -216,6 +232,12 @@ def _stack_arguments(parser: argparse.ArgumentParser, state_dir: Path) -> None:
     parser.add_argument("--temporal-port", type=_port, default=7233)
     parser.add_argument("--ui-port", type=_port, default=8233)
     parser.add_argument("--sim-port", type=_port, default=8700)
+    parser.add_argument(
+        "--codec-port",
+        type=_port,
+        default=8234,
+        help="codec server for the UI, started only when encryption is configured",
+    )
     parser.add_argument("--state-dir", type=Path, default=state_dir, help=f"default {state_dir}/")
 
 
@@ -242,6 +264,7 @@ def _stack_config(args: argparse.Namespace) -> StackConfig:
         ui_port=args.ui_port,
         sim_port=args.sim_port,
         state_dir=args.state_dir,
+        codec_port=args.codec_port,
     )
 
 
@@ -493,6 +516,14 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_codec_server(args: argparse.Namespace) -> int:
+    from codec.server import serve_codec
+
+    # Serves until SIGINT / SIGTERM (uvicorn handles both).
+    serve_codec(load_settings(), host=args.host, port=args.port)
+    return EXIT_OK
+
+
 def _wait_for_stop_signal() -> None:
     stop = threading.Event()
 
@@ -526,6 +557,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 f"Simulators    {stack.sim_url}  (Mews {stack.sim_url}/mews, "
                 f"Paynow {stack.sim_url}/paynow)"
             )
+            if stack.codec_url:
+                print(f"Codec server  {stack.codec_url}  (the UI decrypts refunds through it)")
             print(f"State         {stack.state_dir}/ (temporal.db, logs/)")
             print("\nPoint a starter at it:")
             print(output.render_env({"TEMPORAL_ADDRESS": stack.temporal_address}))
@@ -533,7 +566,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             print(output.render_env(stack.settings_env()))
             print()
             print(output.render_sim_payments(stack.sim_info))
-            print("\nCtrl-C to stop all three.", flush=True)
+            print("\nCtrl-C to stop them all.", flush=True)
             await stop.wait()
             print("stopping...", flush=True)
         print("stopped.")
@@ -602,6 +635,7 @@ ERRORS: tuple[ErrorMapping, ...] = (
     (MoneyError, EXIT_INVALID, lambda e: f"invalid amount: {e}"),
     (InvalidRequestError, EXIT_INVALID, lambda e: f"invalid request: {e.message}"),
     (MissingSettingError, EXIT_INVALID, str),
+    (EncryptionSettingsError, EXIT_INVALID, str),
     (IdempotencyConflictError, EXIT_CONFLICT, str),
     (RefundNotFoundError, EXIT_NOT_FOUND, str),
     (RefundClientError, EXIT_ERROR, str),

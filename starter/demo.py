@@ -250,6 +250,8 @@ async def run_demo(
         demo.say(
             f"stack ready in {time.monotonic() - demo.began:.1f}s; Temporal UI: {stack.ui_url}"
         )
+        if stack.codec_url:
+            demo.say(f"payloads encrypted; the UI decrypts them through {stack.codec_url}")
         runs = await demo.prepare(run_id)
         demo.say(f"\nrunning {len(runs)} refunds (poll every {POLL_INITIAL_S}-{POLL_MAX_S}s):")
         demo.began = time.monotonic()

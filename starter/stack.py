@@ -7,7 +7,10 @@ Three child processes, each in its own process group with its output in
   (``<state dir>/temporal.db``, so refunds survive a restart) and our search attributes;
 * ``sim``: ``refunds sim``, both simulators on one port;
 * ``worker``: ``refunds worker``, configured through its environment to use the simulators
-  with the credentials they announce on ``GET /``.
+  with the credentials they announce on ``GET /``;
+* ``codec`` (only with payload encryption configured and a ``codec_port``): ``refunds
+  codec-server``, which the dev server's UI is pointed at (``--ui-codec-endpoint``) so the
+  browser shows encrypted refunds decrypted (docs/encryption.md).
 
 Nothing is left behind: :meth:`EmbeddedStack.stop` sends SIGTERM to each group (worker
 first, so running activities finish), waits, then SIGKILLs. On Linux every child also gets
@@ -51,7 +54,7 @@ TASK_QUEUE = "refunds"
 DEFAULT_STATE_DIR = Path(".refunds")
 
 # Worker first: it may hold running activities, and it needs the other two to finish them.
-STOP_GRACE_S = {"worker": 20.0, "sim": 5.0, "temporal": 10.0}
+STOP_GRACE_S = {"worker": 20.0, "sim": 5.0, "codec": 5.0, "temporal": 10.0}
 
 
 class StackError(RuntimeError):
@@ -75,6 +78,11 @@ class StackConfig:
     poll_max_s: float | None = None
     startup_timeout_s: float = 60.0
     extra_worker_env: Mapping[str, str] = field(default_factory=dict)
+    # Settings (environment names) for every refunds process of the stack and for
+    # `settings()`, on top of the environment; never printed (they may hold keys).
+    secret_env: Mapping[str, str] = field(default_factory=dict)
+    # Where the codec server listens when encryption is configured; None: no codec server.
+    codec_port: int | None = None
 
 
 def find_temporal_cli() -> Path:
@@ -207,6 +215,7 @@ class EmbeddedStack:
         self._temporal: ChildProcess | None = None
         self._sim: ChildProcess | None = None
         self._worker: ChildProcess | None = None
+        self._codec: ChildProcess | None = None
 
     # ----------------------------------------------------------------- addresses
 
@@ -221,6 +230,23 @@ class EmbeddedStack:
     @property
     def sim_url(self) -> str:
         return f"http://{HOST}:{self.config.sim_port}"
+
+    @property
+    def codec_url(self) -> str | None:
+        """The codec server's address, when this stack runs one."""
+        if not self.runs_codec:
+            return None
+        return f"http://{HOST}:{self.config.codec_port}"
+
+    @property
+    def runs_codec(self) -> bool:
+        """A codec server is part of the stack: a port for it, and encryption configured."""
+        return self.config.codec_port is not None and self.encrypted
+
+    @property
+    def encrypted(self) -> bool:
+        """Payload encryption is configured (environment, ``.env`` or ``secret_env``)."""
+        return self.settings().refunds_encryption_keys is not None
 
     @property
     def worker_pid(self) -> int | None:
@@ -242,12 +268,19 @@ class EmbeddedStack:
         return env
 
     def env(self) -> dict[str, str]:
-        """This process's environment plus :meth:`settings_env`: for a worker or a starter."""
-        return {**os.environ, **self.settings_env(), "PYTHONUNBUFFERED": "1"}
+        """This process's environment plus :meth:`settings_env` and the config's secret
+        settings: for a worker or a starter."""
+        return {
+            **os.environ,
+            **self.settings_env(),
+            **self.config.secret_env,
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def settings(self) -> Settings:
         """Settings for a starter (or an in-process worker) using this stack."""
-        values: dict[str, Any] = {k.lower(): v for k, v in self.settings_env().items()}
+        merged = {**self.settings_env(), **self.config.secret_env}
+        values: dict[str, Any] = {k.lower(): v for k, v in merged.items()}
         return Settings(**values)
 
     # ------------------------------------------------------------------ lifecycle
@@ -271,6 +304,9 @@ class EmbeddedStack:
         try:
             self._temporal = self._spawn_temporal()
             self._sim = self._spawn_sim()
+            if self.runs_codec:
+                self._codec = self._spawn_codec()
+                await self._wait_for_codec()
             self.sim_info = await self._wait_for_sim()
             self.client = await self._wait_for_temporal()
             await self.start_worker()
@@ -279,15 +315,17 @@ class EmbeddedStack:
             raise
 
     async def stop(self) -> None:
-        """Stop the worker, then the simulators, then Temporal; each SIGTERM then SIGKILL."""
+        """Stop the worker, then the simulators and the codec server, then Temporal; each
+        SIGTERM then SIGKILL."""
         for name, child in (
             ("worker", self._worker),
             ("sim", self._sim),
+            ("codec", self._codec),
             ("temporal", self._temporal),
         ):
             if child is not None:
                 await child.stop(STOP_GRACE_S[name])
-        self._worker = self._sim = self._temporal = None
+        self._worker = self._sim = self._codec = self._temporal = None
         self.client = None
 
     async def start_worker(self) -> None:
@@ -326,11 +364,14 @@ class EmbeddedStack:
     # ------------------------------------------------------------------ internals
 
     def _check_ports(self) -> None:
-        for what, flag, port in (
+        ports = [
             ("Temporal", "--temporal-port", self.config.temporal_port),
             ("the Temporal UI", "--ui-port", self.config.ui_port),
             ("the simulators", "--sim-port", self.config.sim_port),
-        ):
+        ]
+        if self.runs_codec and self.config.codec_port is not None:
+            ports.append(("the codec server", "--codec-port", self.config.codec_port))
+        for what, flag, port in ports:
             if port_in_use(port):
                 raise StackError(
                     f"port {port} for {what} is already in use on {HOST} (another `refunds "
@@ -353,6 +394,7 @@ class EmbeddedStack:
             "--namespace",
             NAMESPACE,
             *(f"--search-attribute={key.name}=Keyword" for key in SEARCH_ATTRIBUTES),
+            *(["--ui-codec-endpoint", self.codec_url] if self.codec_url else []),
             "--log-level",
             "error",
         ]
@@ -382,6 +424,25 @@ class EmbeddedStack:
         child.start()
         return child
 
+    def _spawn_codec(self) -> ChildProcess:
+        assert self.config.codec_port is not None
+        argv = [
+            sys.executable,
+            "-m",
+            "starter.cli",
+            "codec-server",
+            "--host",
+            HOST,
+            "--port",
+            str(self.config.codec_port),
+        ]
+        # The UI's page calls the codec server from the browser: allow its origins (CORS).
+        origins = f"{self.ui_url},http://localhost:{self.config.ui_port}"
+        env = {**self.env(), "REFUNDS_CODEC_UI_ORIGINS": origins}
+        child = ChildProcess("codec", argv, env=env, log_path=self.log_dir / "codec.log")
+        child.start()
+        return child
+
     def _deadline(self) -> float:
         return time.monotonic() + self.config.startup_timeout_s
 
@@ -406,6 +467,26 @@ class EmbeddedStack:
                     raise self._failed(
                         self._sim, f"the simulators did not answer on {self.sim_url}"
                     )
+                await asyncio.sleep(0.1)
+
+    async def _wait_for_codec(self) -> None:
+        """Ready when ``/decode`` answers at all (401 too: a token may be required)."""
+        codec, url = self._codec, self.codec_url
+        assert codec is not None
+        assert url is not None
+        deadline = self._deadline()
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            while True:
+                if not codec.alive:
+                    raise self._failed(codec, "the codec server exited while starting")
+                try:
+                    response = await http.post(url + "/decode", json={"payloads": []})
+                    if response.status_code in (200, 401):
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise self._failed(codec, f"the codec server did not answer on {url}")
                 await asyncio.sleep(0.1)
 
     async def _wait_for_temporal(self) -> Client:

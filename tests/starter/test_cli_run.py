@@ -7,6 +7,7 @@ must fail before any connection is even attempted.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -142,8 +143,9 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.run(["--help"]) == 0
     text = capsys.readouterr().out
-    for command in ("start", "status", "cancel", "list", "batch", "worker", "sim", "dev", "demo"):
-        assert f"    {command} " in text
+    commands = ("start", "status", "cancel", "list", "batch", "worker", "sim", "dev", "demo")
+    for command in (*commands, "codec-server", "chaos"):
+        assert re.search(rf"^    {command}\s", text, re.MULTILINE), command
     assert "start a refund" in text
     assert "exit codes" in text
 
@@ -314,3 +316,32 @@ def test_worker_without_credentials_exits_2(
     assert cli.run(["worker"]) == 2
     line = one_error_line(capsys)
     assert line.startswith("refunds: error: PAYNOW_SIGNATURE_KEY is not set")
+
+
+@pytest.mark.parametrize(
+    ("keys", "key_id", "expected"),
+    [
+        (None, None, "the codec server needs REFUNDS_ENCRYPTION_KEYS and"),
+        ("k1:not-base64!", "k1", "REFUNDS_ENCRYPTION_KEYS"),
+        ("k1:" + "A" * 44, None, "REFUNDS_ENCRYPTION_KEY_ID"),
+    ],
+)
+def test_codec_server_without_usable_keys_exits_2(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    keys: str | None,
+    key_id: str | None,
+    expected: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here
+    for name, value in (("REFUNDS_ENCRYPTION_KEYS", keys), ("REFUNDS_ENCRYPTION_KEY_ID", key_id)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert cli.run(["codec-server", "--port", "1"]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("refunds: error: "), line
+    assert expected in line
+    assert "A" * 44 not in line, "key material in the message"

@@ -36,6 +36,57 @@ async def test_a_busy_port_is_refused_naming_the_flag(tmp_path: Path) -> None:
     assert not (tmp_path / "logs").exists(), "nothing may start when a port is taken"
 
 
+def test_a_codec_server_runs_only_with_encryption_and_a_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.delenv("REFUNDS_ENCRYPTION_KEYS", raising=False)
+    monkeypatch.delenv("REFUNDS_ENCRYPTION_KEY_ID", raising=False)
+    keys = {"REFUNDS_ENCRYPTION_KEYS": "k1:" + "A" * 43 + "=", "REFUNDS_ENCRYPTION_KEY_ID": "k1"}
+
+    plain = EmbeddedStack(StackConfig(state_dir=tmp_path, codec_port=8234))
+    assert not plain.encrypted
+    assert plain.codec_url is None
+
+    no_port = EmbeddedStack(StackConfig(state_dir=tmp_path, secret_env=keys))
+    assert no_port.encrypted
+    assert no_port.codec_url is None
+
+    both = EmbeddedStack(StackConfig(state_dir=tmp_path, codec_port=8299, secret_env=keys))
+    assert both.codec_url == "http://127.0.0.1:8299"
+    # The keys reach the stack's processes and its client, never what `refunds dev` prints.
+    assert both.env()["REFUNDS_ENCRYPTION_KEYS"] == keys["REFUNDS_ENCRYPTION_KEYS"]
+    secret = both.settings().refunds_encryption_keys
+    assert secret is not None
+    assert secret.get_secret_value() == keys["REFUNDS_ENCRYPTION_KEYS"]
+    assert "REFUNDS_ENCRYPTION_KEYS" not in both.settings_env()
+
+    # Keys from the environment (or .env) count too: `REFUNDS_ENCRYPTION_KEYS=... refunds dev`.
+    for name, value in keys.items():
+        monkeypatch.setenv(name, value)
+    assert EmbeddedStack(StackConfig(state_dir=tmp_path, codec_port=8299)).runs_codec
+
+
+async def test_a_busy_codec_port_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    keys = {"REFUNDS_ENCRYPTION_KEYS": "k1:" + "A" * 43 + "=", "REFUNDS_ENCRYPTION_KEY_ID": "k1"}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        stack = EmbeddedStack(
+            StackConfig(
+                temporal_port=free_port(),
+                ui_port=free_port(),
+                sim_port=free_port(),
+                codec_port=port,
+                state_dir=tmp_path,
+                secret_env=keys,
+            )
+        )
+        with pytest.raises(StackError, match=f"port {port} for the codec server .* --codec-port"):
+            await stack.start()
+
+
 def test_settings_point_at_the_stack(tmp_path: Path) -> None:
     stack = EmbeddedStack(
         StackConfig(temporal_port=7300, state_dir=tmp_path, poll_initial_s=0.5, poll_max_s=2)
