@@ -9,13 +9,12 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import json_format
 from pydantic import SecretStr
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
@@ -43,6 +42,7 @@ from core.settings import Settings
 from core.temporal import ensure_search_attributes
 from simulators.serving import serve_in_thread
 from starter.client import RefundClient
+from tests.support.payloads import payloads_in
 from tests.workflows.fakes import FakeProvider, final_error
 from workflows.payment_lane import RefundLaneWorkflow
 from workflows.refund import RefundWorkflow
@@ -331,19 +331,6 @@ async def workflow_show(stored: StoredRefunds, workflow_id: str, *flags: str) ->
     out, err = await asyncio.wait_for(process.communicate(), 15)
     assert process.returncode == 0, err.decode()
     return out.decode()
-
-
-def payloads_in(node: Any) -> Iterator[Payload]:
-    """Every proto-JSON Payload (``{"metadata": {...}, "data": "..."}``) in the output."""
-    if isinstance(node, dict):
-        if isinstance(node.get("metadata"), dict) and "encoding" in node["metadata"]:
-            yield json_format.ParseDict(node, Payload())
-            return
-        for child in node.values():
-            yield from payloads_in(child)
-    elif isinstance(node, list):
-        for child in node:
-            yield from payloads_in(child)
 
 
 def readable(output: str, payloads: list[Payload]) -> bytes:
