@@ -38,6 +38,7 @@ SERVICES = {
     "temporal-ui",
     "worker",
     "sim",
+    "codec",
     "otel-collector",
     "jaeger",
     "prometheus",
@@ -135,7 +136,7 @@ def test_config_accepts_the_sim_profile(compose: Compose) -> None:
     assert "sim:" in config(compose, "--profile", "sim")
     profiles = compose("config", "--profiles", env={"POSTGRES_PASSWORD": TEST_PASSWORD})
     assert profiles.returncode == 0, profiles.stderr
-    assert profiles.stdout.split() == ["sim"]
+    assert sorted(profiles.stdout.split()) == ["codec", "sim"]
 
 
 def test_the_database_password_is_required(compose: Compose) -> None:
@@ -209,6 +210,47 @@ def test_sim_runs_the_same_image_under_its_profile(resolved: str) -> None:
     assert re.search(r"^    profiles:\n    - sim$", sim, re.MULTILINE)
     assert images(sim) == images(blocks["worker"])
     assert "- sim\n    - --host\n    - 0.0.0.0\n    - --port\n    - '8700'" in sim
+
+
+def test_codec_server_runs_the_same_image_under_its_profile(compose: Compose) -> None:
+    blocks = service_blocks(config(compose, "--profile", "codec"))
+    codec = blocks["codec"]
+    assert re.search(r"^    profiles:\n    - codec$", codec, re.MULTILINE)
+    assert images(codec) == images(blocks["worker"])
+    assert "- codec-server\n    - --host\n    - 0.0.0.0\n    - --port\n    - '8234'" in codec
+    # Reachable from the operator's browser on this machine only.
+    assert "- 127.0.0.1:8234:8234" in codec
+    env = environment(codec)
+    # The compose UI's origins, as the browser sees them (temporal-ui publishes 8080).
+    assert env["REFUNDS_CODEC_UI_ORIGINS"] == "http://localhost:8080,http://127.0.0.1:8080"
+    assert "- 127.0.0.1:8080:8080" in blocks["temporal-ui"]
+    # Keys and token pass through from the environment, never written in the file.
+    passed = ("REFUNDS_ENCRYPTION_KEYS", "REFUNDS_ENCRYPTION_KEY_ID", "REFUNDS_CODEC_AUTH_TOKEN")
+    for name in passed:
+        assert env[name] == "null", name
+
+
+def test_the_ui_uses_the_codec_endpoint_given(compose: Compose) -> None:
+    plain = environment(service_blocks(config(compose))["temporal-ui"])
+    assert plain["TEMPORAL_CODEC_ENDPOINT"] == ""
+    blocks = service_blocks(config(compose, TEMPORAL_CODEC_ENDPOINT="http://localhost:8234"))
+    assert environment(blocks["temporal-ui"])["TEMPORAL_CODEC_ENDPOINT"] == (
+        "http://localhost:8234"
+    )
+    keys = "k1:" + "A" * 43 + "="
+    codec = environment(
+        service_blocks(
+            config(
+                compose,
+                "--profile",
+                "codec",
+                REFUNDS_ENCRYPTION_KEYS=keys,
+                REFUNDS_ENCRYPTION_KEY_ID="k1",
+            )
+        )["codec"]
+    )
+    assert codec["REFUNDS_ENCRYPTION_KEYS"] == keys
+    assert codec["REFUNDS_ENCRYPTION_KEY_ID"] == "k1"
 
 
 # -------------------------------------------------------------------------- setup job
