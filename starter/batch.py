@@ -93,10 +93,12 @@ async def run_batch(
     concurrency: int,
     wait: bool,
     progress: Progress,
+    traceparent: str | None = None,
 ) -> list[BatchResult]:
     """Start every valid line (``concurrency`` at a time); ``wait`` also awaits outcomes.
     ``progress`` gets a line per start: ``[12/200] line 14 key k-14 created``. ``client`` may
-    be None only when no line is valid."""
+    be None only when no line is valid. Each start is a span under ``traceparent`` (else the
+    current span): one batch, one trace."""
     total = len(lines)
     done = 0
     gate = asyncio.Semaphore(concurrency)
@@ -120,7 +122,7 @@ async def run_batch(
         assert client is not None, "a valid line needs a client"
         async with gate:
             try:
-                started = await client.start(request)
+                started = await client.start(request, traceparent=traceparent)
                 outcome = Outcome.CREATED if started.created else Outcome.ATTACHED
                 result = BatchResult(line.number, key, outcome, request)
             except IdempotencyConflictError as err:

@@ -37,7 +37,7 @@ from starter.client import (
     summary_line,
 )
 from starter.stack import DEFAULT_STATE_DIR, StackConfig, StackError
-from telemetry.tracing import setup_tracing
+from telemetry.tracing import parent_context, setup_tracing
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     start.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
     start.add_argument("--json", action="store_true", help="print JSON")
+    _traceparent_argument(start)
     start.set_defaults(handler=cmd_start)
 
     status = commands.add_parser("status", help="show a refund's status")
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--concurrency", type=_positive_int, default=8)
     batch.add_argument("--wait", action="store_true", help="also wait for every outcome")
     batch.add_argument("--json", action="store_true", help="print JSON (progress to stderr)")
+    _traceparent_argument(batch)
     batch.set_defaults(handler=cmd_batch)
 
     worker = commands.add_parser("worker", help="run the refund worker (settings from the env)")
@@ -241,6 +243,32 @@ def _stack_arguments(parser: argparse.ArgumentParser, state_dir: Path) -> None:
     parser.add_argument("--state-dir", type=Path, default=state_dir, help=f"default {state_dir}/")
 
 
+def _traceparent_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--traceparent",
+        metavar="HEADER",
+        help=(
+            "W3C traceparent of the caller's trace to continue (default: $TRACEPARENT; "
+            "otherwise a new trace)"
+        ),
+    )
+
+
+def traceparent_of(args: argparse.Namespace) -> str | None:
+    """The trace to continue: ``--traceparent`` (checked: a bad one is an input error), else
+    ``$TRACEPARENT`` when it is a valid one (a bad inherited value only starts a new trace)."""
+    if args.traceparent is not None:
+        if parent_context(args.traceparent) is None:
+            raise InputError(
+                "--traceparent",
+                f"{args.traceparent!r} is not a W3C traceparent "
+                "(00-<32 hex trace id>-<16 hex span id>-<2 hex flags>)",
+            )
+        return str(args.traceparent)
+    inherited = os.environ.get(TRACEPARENT_ENV, "").strip()
+    return inherited if parent_context(inherited) is not None else None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -267,6 +295,9 @@ def _stack_config(args: argparse.Namespace) -> StackConfig:
         codec_port=args.codec_port,
     )
 
+
+# The OpenTelemetry convention for handing a trace to a child process through its environment.
+TRACEPARENT_ENV = "TRACEPARENT"
 
 _ZERO = re.compile(r"^0+(\.0*)?$")
 
@@ -360,13 +391,23 @@ def cmd_start(args: argparse.Namespace) -> int:
     request = build_request(args)
     # Offline checks before any connection: bad input never needs (or reaches) a server.
     check_request(request)
+    traceparent = traceparent_of(args)
     settings = load_settings()
-    return asyncio.run(_start(request, settings, wait=args.wait, as_json=args.json))
+    return asyncio.run(
+        _start(request, settings, wait=args.wait, as_json=args.json, traceparent=traceparent)
+    )
 
 
-async def _start(request: RefundRequest, settings: Settings, *, wait: bool, as_json: bool) -> int:
+async def _start(
+    request: RefundRequest,
+    settings: Settings,
+    *,
+    wait: bool,
+    as_json: bool,
+    traceparent: str | None = None,
+) -> int:
     client = await connect(settings)
-    started = await client.start(request)
+    started = await client.start(request, traceparent=traceparent)
     if not as_json:
         verb = "created" if started.created else "attached to existing (same key, same request)"
         print(f"{verb}: {started.workflow_id}")
@@ -449,6 +490,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     except OSError as err:
         raise InputError("FILE", f"cannot read {args.file}: {err.strerror}") from None
     lines = batch.parse_lines(text)
+    traceparent = traceparent_of(args)
     settings = load_settings() if any(line.request for line in lines) else None
     progress_to: TextIO = sys.stderr if args.json else sys.stdout
 
@@ -459,7 +501,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
         # With no valid line there is nothing to start: report without a server.
         client = await connect(settings) if settings is not None else None
         return await batch.run_batch(
-            client, lines, concurrency=args.concurrency, wait=args.wait, progress=progress
+            client,
+            lines,
+            concurrency=args.concurrency,
+            wait=args.wait,
+            progress=progress,
+            traceparent=traceparent,
         )
 
     results = asyncio.run(go())

@@ -128,3 +128,19 @@ def test_missing_file_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path
 def test_exit_code(outcomes: list[batch.Outcome], code: int) -> None:
     results = [batch.BatchResult(i, f"k{i}", o) for i, o in enumerate(outcomes)]
     assert batch.exit_code(results) == code
+
+
+def test_every_start_of_a_batch_continues_one_trace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeClient()
+
+    async def connect(settings: object) -> FakeClient:
+        return fake
+
+    monkeypatch.setattr(cli, "connect", connect)
+    source = tmp_path / "refunds.jsonl"
+    source.write_text(jsonl(GOOD, {**GOOD, "idempotency_key": "b-2"}))
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert cli.run(["batch", str(source), "--traceparent", traceparent]) == 0
+    assert fake.traceparents == [traceparent, traceparent]

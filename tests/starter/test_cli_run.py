@@ -67,6 +67,7 @@ class FakeClient(RefundClient):
         self.created = created
         self.error = error
         self.started: list[RefundRequest] = []
+        self.traceparents: list[str | None] = []
 
     def _fail(self) -> None:
         if self.error is not None:
@@ -75,6 +76,7 @@ class FakeClient(RefundClient):
     async def start(self, request: RefundRequest, traceparent: str | None = None) -> StartedRefund:
         self._fail()
         self.started.append(request)
+        self.traceparents.append(traceparent)
         return StartedRefund(request.idempotency_key, request.workflow_id, self.created)
 
     async def wait(self, key: str) -> RefundStatus:
@@ -345,3 +347,32 @@ def test_codec_server_without_usable_keys_exits_2(
     assert line.startswith("refunds: error: "), line
     assert expected in line
     assert "A" * 44 not in line, "key material in the message"
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_start_continues_the_callers_trace(
+    fake: FakeClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TRACEPARENT", raising=False)
+    assert cli.run([*PAYNOW_START, "--traceparent", TRACEPARENT]) == 0
+    assert cli.run(PAYNOW_START) == 0
+    # The OpenTelemetry environment carrier, for callers that run `refunds` as a child.
+    monkeypatch.setenv("TRACEPARENT", TRACEPARENT)
+    assert cli.run(PAYNOW_START) == 0
+    # An unreadable inherited value starts a new trace rather than refusing the refund.
+    monkeypatch.setenv("TRACEPARENT", "garbage")
+    assert cli.run(PAYNOW_START) == 0
+    assert fake.traceparents == [TRACEPARENT, None, TRACEPARENT, None]
+
+
+@pytest.mark.usefixtures("no_server")
+@pytest.mark.parametrize(
+    "value", ["garbage", "00-" + "0" * 32 + "-00f067aa0ba902b7-01", TRACEPARENT[:-3]]
+)
+def test_a_bad_traceparent_flag_exits_2(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.run([*PAYNOW_START, "--traceparent", value]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("refunds: error: invalid --traceparent: "), line
+    assert "is not a W3C traceparent" in line
