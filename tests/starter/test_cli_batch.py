@@ -25,6 +25,16 @@ def jsonl(*rows: dict[str, object] | str) -> str:
     return "\n".join(row if isinstance(row, str) else json.dumps(row) for row in rows) + "\n"
 
 
+def serve(monkeypatch: pytest.MonkeyPatch, client: FakeClient) -> FakeClient:
+    """Every command connects to ``client`` instead of Temporal; returns it."""
+
+    async def connect(settings: object) -> FakeClient:
+        return client
+
+    monkeypatch.setattr(cli, "connect", connect)
+    return client
+
+
 def test_lines_are_parsed_and_checked_offline() -> None:
     text = jsonl(
         GOOD,
@@ -51,12 +61,7 @@ def test_lines_are_parsed_and_checked_offline() -> None:
 def test_run_reports_progress_and_summary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake = FakeClient()
-
-    async def connect(settings: object) -> FakeClient:
-        return fake
-
-    monkeypatch.setattr(cli, "connect", connect)
+    fake = serve(monkeypatch, FakeClient())
     source = tmp_path / "refunds.jsonl"
     source.write_text(
         jsonl(GOOD, {**GOOD, "idempotency_key": "b-2"}, {**GOOD, "idempotency_key": "b 3"})
@@ -74,12 +79,8 @@ def test_run_reports_progress_and_summary(
 def test_json_output_and_conflicts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake = FakeClient(error=IdempotencyConflictError("idempotency conflict: key 'b-1'"))
-
-    async def connect(settings: object) -> FakeClient:
-        return fake
-
-    monkeypatch.setattr(cli, "connect", connect)
+    conflict = IdempotencyConflictError("idempotency conflict: key 'b-1'")
+    serve(monkeypatch, FakeClient(error=conflict))
     source = tmp_path / "refunds.jsonl"
     source.write_text(jsonl(GOOD))
     assert cli.run(["batch", str(source), "--json"]) == 3
@@ -133,12 +134,7 @@ def test_exit_code(outcomes: list[batch.Outcome], code: int) -> None:
 def test_every_start_of_a_batch_continues_one_trace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake = FakeClient()
-
-    async def connect(settings: object) -> FakeClient:
-        return fake
-
-    monkeypatch.setattr(cli, "connect", connect)
+    fake = serve(monkeypatch, FakeClient())
     source = tmp_path / "refunds.jsonl"
     source.write_text(jsonl(GOOD, {**GOOD, "idempotency_key": "b-2"}))
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

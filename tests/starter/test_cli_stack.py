@@ -21,17 +21,27 @@ def test_temporal_cli_is_found_next_to_python() -> None:
     assert os.access(found, os.X_OK)
 
 
-async def test_a_busy_port_is_refused_naming_the_flag(tmp_path: Path) -> None:
+KEYS = {"REFUNDS_ENCRYPTION_KEYS": "k1:" + "A" * 43 + "=", "REFUNDS_ENCRYPTION_KEY_ID": "k1"}
+
+
+@pytest.mark.parametrize(
+    ("field", "what", "flag", "secret_env"),
+    [
+        ("sim_port", "the simulators", "--sim-port", {}),
+        ("codec_port", "the codec server", "--codec-port", KEYS),
+    ],
+)
+async def test_a_busy_port_is_refused_naming_the_flag(
+    tmp_path: Path, field: str, what: str, flag: str, secret_env: dict[str, str]
+) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        stack = EmbeddedStack(
-            StackConfig(
-                temporal_port=free_port(), ui_port=free_port(), sim_port=port, state_dir=tmp_path
-            )
-        )
-        with pytest.raises(StackError, match=f"port {port} for the simulators .* --sim-port"):
+        ports = {"temporal_port": free_port(), "ui_port": free_port(), "sim_port": free_port()}
+        config = StackConfig(state_dir=tmp_path, secret_env=secret_env, **{**ports, field: port})
+        stack = EmbeddedStack(config)
+        with pytest.raises(StackError, match=f"port {port} for {what} .* {flag}"):
             await stack.start()
     assert not (tmp_path / "logs").exists(), "nothing may start when a port is taken"
 
@@ -42,7 +52,7 @@ def test_a_codec_server_runs_only_with_encryption_and_a_port(
     monkeypatch.chdir(tmp_path)  # no .env here
     monkeypatch.delenv("REFUNDS_ENCRYPTION_KEYS", raising=False)
     monkeypatch.delenv("REFUNDS_ENCRYPTION_KEY_ID", raising=False)
-    keys = {"REFUNDS_ENCRYPTION_KEYS": "k1:" + "A" * 43 + "=", "REFUNDS_ENCRYPTION_KEY_ID": "k1"}
+    keys = KEYS
 
     plain = EmbeddedStack(StackConfig(state_dir=tmp_path, codec_port=8234))
     assert not plain.encrypted
@@ -65,26 +75,6 @@ def test_a_codec_server_runs_only_with_encryption_and_a_port(
     for name, value in keys.items():
         monkeypatch.setenv(name, value)
     assert EmbeddedStack(StackConfig(state_dir=tmp_path, codec_port=8299)).runs_codec
-
-
-async def test_a_busy_codec_port_is_refused_naming_the_flag(tmp_path: Path) -> None:
-    keys = {"REFUNDS_ENCRYPTION_KEYS": "k1:" + "A" * 43 + "=", "REFUNDS_ENCRYPTION_KEY_ID": "k1"}
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        stack = EmbeddedStack(
-            StackConfig(
-                temporal_port=free_port(),
-                ui_port=free_port(),
-                sim_port=free_port(),
-                codec_port=port,
-                state_dir=tmp_path,
-                secret_env=keys,
-            )
-        )
-        with pytest.raises(StackError, match=f"port {port} for the codec server .* --codec-port"):
-            await stack.start()
 
 
 def test_settings_point_at_the_stack(tmp_path: Path) -> None:

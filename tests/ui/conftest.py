@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,14 @@ async def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ui
             poll_max_s=3.0,
         )
     )
+    async with running(stack) as ui:
+        yield ui
+
+
+@asynccontextmanager
+async def running(stack: EmbeddedStack) -> AsyncIterator[UiStack]:
+    """``stack`` started (a start failure fails the test with the log's tail), with a client
+    and an HTTP client for its simulators; stopped on the way out."""
     try:
         await stack.start()
     except StackError as err:

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
 import pytest
 import pytest_asyncio
 from selenium import webdriver
@@ -28,10 +27,9 @@ from temporalio.client import Client
 from codec.encryption import ENCODING
 from core.models import ProviderName, RefundRequest, RefundState
 from simulators.serving import free_port
-from starter.client import RefundClient
-from starter.stack import EmbeddedStack, StackConfig, StackError
+from starter.stack import EmbeddedStack, StackConfig
 from tests.support.payloads import payloads_in
-from tests.ui.conftest import Screenshots, UiStack
+from tests.ui.conftest import Screenshots, UiStack, running
 from tests.ui.test_temporal_ui import WAIT_S, visible, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -61,16 +59,8 @@ async def encrypted_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
         )
     )
     assert stack.runs_codec
-    try:
-        await stack.start()
-    except StackError as err:
-        pytest.fail(f"{err}\n{err.log_tail}")
-    try:
-        client = await RefundClient.connect(stack.settings())
-        async with httpx.AsyncClient(base_url=stack.sim_url, timeout=10) as http:
-            yield UiStack(stack, client, http)
-    finally:
-        await stack.stop()
+    async with running(stack) as ui:
+        yield ui
 
 
 async def stored_payloads(address: str, workflow_id: str) -> list[Payload]:
