@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-system test lint typecheck unit test-faults chaos demo dev sim worker clean schemas
+.PHONY: install install-system test lint typecheck unit test-faults chaos bench demo dev sim worker clean schemas
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ test-faults: install
 # refund. CHAOS_ARGS passes options, e.g. make chaos CHAOS_ARGS="--count 50 --seed 7".
 chaos: install
 	$(BIN)/refunds chaos $(CHAOS_ARGS)
+
+# Benchmarks print figures as ratios against a baseline measured in the same run.
+bench: install
+	$(BIN)/python -m benchmarks.codec_overhead
 
 test: install-system lint typecheck
 	$(BIN)/pytest
