@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import shutil
 import signal
@@ -32,7 +33,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -243,9 +244,10 @@ class EmbeddedStack:
         """A codec server is part of the stack: a port for it, and encryption configured."""
         return self.config.codec_port is not None and self.encrypted
 
-    @property
+    @functools.cached_property
     def encrypted(self) -> bool:
-        """Payload encryption is configured (environment, ``.env`` or ``secret_env``)."""
+        """Payload encryption is configured (environment, ``.env`` or ``secret_env``); read
+        once, so the stack's parts agree on it."""
         return self.settings().refunds_encryption_keys is not None
 
     @property
@@ -451,42 +453,50 @@ class EmbeddedStack:
 
     async def _wait_for_sim(self) -> dict[str, Any]:
         assert self._sim is not None
-        deadline = self._deadline()
-        async with httpx.AsyncClient(timeout=2.0) as http:
-            while True:
-                if not self._sim.alive:
-                    raise self._failed(self._sim, "the simulators exited while starting")
-                try:
-                    response = await http.get(self.sim_url + "/")
-                    if response.status_code == 200:
-                        info: dict[str, Any] = response.json()
-                        return info
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise self._failed(
-                        self._sim, f"the simulators did not answer on {self.sim_url}"
-                    )
-                await asyncio.sleep(0.1)
+        response = await self._wait_for_http(self._sim, "the simulators", self.sim_url, "GET", "/")
+        info: dict[str, Any] = response.json()
+        return info
 
     async def _wait_for_codec(self) -> None:
         """Ready when ``/decode`` answers at all (401 too: a token may be required)."""
-        codec, url = self._codec, self.codec_url
-        assert codec is not None
-        assert url is not None
+        assert self._codec is not None
+        assert self.codec_url is not None
+        await self._wait_for_http(
+            self._codec,
+            "the codec server",
+            self.codec_url,
+            "POST",
+            "/decode",
+            json={"payloads": []},
+            ready=(200, 401),
+        )
+
+    async def _wait_for_http(
+        self,
+        child: ChildProcess,
+        what: str,
+        base_url: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        ready: Collection[int] = (200,),
+    ) -> httpx.Response:
+        """Ask ``method base_url+path`` every 0.1 s until the status is one of ``ready``;
+        fail when ``child`` exits or the start-up time is up."""
         deadline = self._deadline()
         async with httpx.AsyncClient(timeout=2.0) as http:
             while True:
-                if not codec.alive:
-                    raise self._failed(codec, "the codec server exited while starting")
+                if not child.alive:
+                    raise self._failed(child, f"{what} exited while starting")
                 try:
-                    response = await http.post(url + "/decode", json={"payloads": []})
-                    if response.status_code in (200, 401):
-                        return
+                    response = await http.request(method, base_url + path, json=json)
+                    if response.status_code in ready:
+                        return response
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:
-                    raise self._failed(codec, f"the codec server did not answer on {url}")
+                    raise self._failed(child, f"{what} did not answer on {base_url}")
                 await asyncio.sleep(0.1)
 
     async def _wait_for_temporal(self) -> Client:
