@@ -9,6 +9,7 @@ Requests are checked offline before anything starts, so bad input never reaches 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -130,19 +131,8 @@ class RefundClient:
             return started
 
     async def _start(self, request: RefundRequest) -> StartedRefund:
-        check_request(request)
         try:
-            await self.client.start_workflow(
-                RefundWorkflow.run,
-                RefundWorkflowInput(request=request, options=self.options),
-                id=request.workflow_id,
-                task_queue=self.task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                memo=_memo(request),
-                search_attributes=_search_attributes(request),
-                static_summary=summary_line(request),
-            )
+            await self._start_workflow(request, WorkflowIDConflictPolicy.FAIL)
         except WorkflowAlreadyStartedError:
             existing = await self._fingerprint_of(request.idempotency_key)
             if existing != request.fingerprint():
@@ -161,6 +151,23 @@ class RefundClient:
         refund is *running* already the signal would cancel that refund: for fresh keys only
         (the demo's), never as a way to start an ordinary refund.
         """
+        await self._start_workflow(
+            request,
+            WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal="cancel",
+            start_signal_args=[CancelRequest(reason=reason)],
+        )
+
+    async def _start_workflow(
+        self,
+        request: RefundRequest,
+        conflict: WorkflowIDConflictPolicy,
+        *,
+        start_signal: str | None = None,
+        start_signal_args: Sequence[Any] = (),
+    ) -> None:
+        """The one way refunds are started: offline checks first, then the workflow with its
+        id, memo, search attributes and UI summary."""
         check_request(request)
         await self.client.start_workflow(
             RefundWorkflow.run,
@@ -168,12 +175,12 @@ class RefundClient:
             id=request.workflow_id,
             task_queue=self.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_conflict_policy=conflict,
             memo=_memo(request),
             search_attributes=_search_attributes(request),
             static_summary=summary_line(request),
-            start_signal="cancel",
-            start_signal_args=[CancelRequest(reason=reason)],
+            start_signal=start_signal,
+            start_signal_args=start_signal_args,
         )
 
     async def _fingerprint_of(self, key: str) -> str | None:
