@@ -96,6 +96,7 @@ RECONCILE_LOOKUPS = 2
 LANE_PATCH = "per-payment-lane"
 
 R = TypeVar("R")
+P = TypeVar("P")
 
 
 class _Final(Exception):
@@ -263,13 +264,10 @@ class RefundWorkflow:
         try:
             validated = await self._call(
                 "validate",
-                lambda: workflow.execute_activity_method(
+                lambda: self._provider_call(
                     RefundActivities.validate,
                     ValidateInput(request=self._request),
-                    start_to_close_timeout=self._call_timeout,
-                    schedule_to_close_timeout=CALL_BUDGET,
-                    retry_policy=RETRY,
-                    summary=f"validate at {self._request.provider.value}",
+                    f"validate at {self._request.provider.value}",
                 ),
             )
         except _Final as final:
@@ -293,13 +291,10 @@ class RefundWorkflow:
             try:
                 submitted: SubmittedRefund = await self._call(
                     "submit",
-                    lambda: workflow.execute_activity_method(
+                    lambda: self._provider_call(
                         RefundActivities.submit,
                         SubmitInput(request=self._request),
-                        start_to_close_timeout=self._call_timeout,
-                        schedule_to_close_timeout=CALL_BUDGET,
-                        retry_policy=RETRY,
-                        summary=self._amount_summary("submit"),
+                        self._amount_summary("submit"),
                     ),
                 )
             except _Final as final:
@@ -331,17 +326,14 @@ class RefundWorkflow:
             try:
                 found: FoundRefunds = await self._call(
                     "reconcile",
-                    lambda: workflow.execute_activity_method(
+                    lambda: self._provider_call(
                         RefundActivities.find_submitted,
                         FindRefundsInput(
                             request=self._request,
                             created_from=attempt_started - RECONCILE_MARGIN,
                             created_to=workflow.now() + RECONCILE_MARGIN,
                         ),
-                        start_to_close_timeout=self._call_timeout,
-                        schedule_to_close_timeout=CALL_BUDGET,
-                        retry_policy=RETRY,
-                        summary="look for a refund the lost answer may have made",
+                        "look for a refund the lost answer may have made",
                     ),
                 )
             except _Final as final:
@@ -395,13 +387,10 @@ class RefundWorkflow:
         try:
             polled: PolledRefund = await self._call(
                 "status",
-                lambda: workflow.execute_activity_method(
+                lambda: self._provider_call(
                     RefundActivities.poll_status,
                     PollInput(request=self._request, refund_id=refund_id),
-                    start_to_close_timeout=self._call_timeout,
-                    schedule_to_close_timeout=CALL_BUDGET,
-                    retry_policy=RETRY,
-                    summary=f"check refund {refund_id}",
+                    f"check refund {refund_id}",
                 ),
                 once=True,
             )
@@ -424,15 +413,12 @@ class RefundWorkflow:
         try:
             result: CancelAtProviderResult = await self._call(
                 "cancel",
-                lambda: workflow.execute_activity_method(
+                lambda: self._provider_call(
                     RefundActivities.cancel,
                     CancelAtProviderInput(
                         request=self._request, refund_id=refund_id, reason=reason
                     ),
-                    start_to_close_timeout=self._call_timeout,
-                    schedule_to_close_timeout=CALL_BUDGET,
-                    retry_policy=RETRY,
-                    summary=f"cancel refund {refund_id} at the provider",
+                    f"cancel refund {refund_id} at the provider",
                 ),
             )
         except _Final as final:
@@ -450,6 +436,20 @@ class RefundWorkflow:
             self._touch()
 
     # ------------------------------------------------------------------ helpers
+
+    def _provider_call(
+        self, activity: Callable[[RefundActivities, P], Awaitable[R]], arg: P, summary: str
+    ) -> Awaitable[R]:
+        """One provider activity with the timeout, call budget and retry policy every provider
+        call shares; :meth:`_call` runs it (loops over spent budgets, sorts failures)."""
+        return workflow.execute_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=self._call_timeout,
+            schedule_to_close_timeout=CALL_BUDGET,
+            retry_policy=RETRY,
+            summary=summary,
+        )
 
     async def _call(self, step: str, start: Callable[[], Awaitable[R]], *, once: bool = False) -> R:
         """Run an activity; loop over exhausted budgets; raise `_Final` on a final "no"."""
