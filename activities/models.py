@@ -16,6 +16,8 @@ class _Model(BaseModel):
 
 class ValidateInput(_Model):
     request: RefundRequest
+    # Live refunds this service made on this payment (the lane's claims): never another's.
+    known_refunded_minor: int = 0
 
 
 class ValidatedRefund(_Model):
@@ -29,6 +31,9 @@ class ValidatedRefund(_Model):
 
 class SubmitInput(_Model):
     request: RefundRequest
+    # An earlier submit of this refund ended without a verdict (its call budget ran out, maybe
+    # mid-call): a provider without an idempotency key must reconcile, not send blindly.
+    resumed: bool = False
 
 
 class SubmittedRefund(_Model):

@@ -132,11 +132,21 @@ class RefundRequest(_Frozen):
         return workflow_id_for(self.idempotency_key)
 
     def fingerprint(self) -> str:
-        """Stable digest of the whole request: same key + same fingerprint = same refund."""
-        canonical = json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        """Stable digest of what the caller sent: same key + same fingerprint = same refund.
+
+        Canonical: fields left at their defaults are left out, so a field added later with a
+        default never turns an identical retry into a conflict; keys are sorted."""
+        return _digest(self.model_dump(mode="json", exclude_defaults=True))
+
+    def legacy_fingerprints(self) -> frozenset[str]:
+        """Digests earlier versions recorded (every field, defaults included): a retry of a
+        refund started before the canonical form still attaches to it."""
+        return frozenset({_digest(self.model_dump(mode="json"))})
+
+
+def _digest(document: object) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class RefundOptions(_Frozen):
@@ -150,6 +160,11 @@ class RefundOptions(_Frozen):
     call_timeout_s: Annotated[float, Field(ge=1, le=600)] = 60.0
     # Continue-as-new after this many status checks, long before the history grows large.
     checks_per_run: Annotated[int, Field(ge=10, le=5_000)] = 500
+    # Evidence needed before a refund whose answer was lost is sent again to a provider that
+    # has no idempotency key (Mews): wait this long for the provider to show what it made,
+    # then look this many times, each lookup finding nothing.
+    reconcile_settle_s: Annotated[float, Field(ge=1, le=3_600)] = 30.0
+    reconcile_lookups: Annotated[int, Field(ge=1, le=10)] = 2
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -168,6 +183,35 @@ class ProviderRefund(_Frozen):
     currency: str | None = None
     failure_reason: str | None = None
     created_at: datetime | None = None
+    # What the provider says reached the buyer and a voucher card (Paynow vouchers).
+    payer_amount_minor: int | None = None
+    voucher_amount_minor: int | None = None
+    # How long the provider documents that this refund may stay pending (Paynow's awaiting
+    # refunds: up to 120 h until the merchant balance allows). The attention deadline of a
+    # refund is never earlier than its submit time plus this.
+    pending_may_last_s: float | None = None
+
+
+class ResolveAction(StrEnum):
+    """What an operator may decide for a refund in `NEEDS_ATTENTION` (the `resolve` update)."""
+
+    ADOPT = "adopt"
+    RESEND = "resend"
+    CLOSE = "close"
+
+
+class Resolution(BaseModel):
+    """One operator decision, as recorded in the status (who, when, why)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    action: ResolveAction
+    reason: str
+    by: str | None = None
+    at: datetime
+    refund_id: str | None = None
+    close_as: RefundState | None = None
+    outcome: str
 
 
 class RefundStatus(BaseModel):
@@ -193,6 +237,15 @@ class RefundStatus(BaseModel):
     cancel_reason: str | None = None
     cancel_note: str | None = None
     attention_reason: str | None = None
+    # What an operator can do now (NEEDS_ATTENTION), in words; empty otherwise.
+    attention_actions: str | None = None
+    resolutions: list[Resolution] = Field(default_factory=list)
+    # Money as the provider confirmed it (None: not confirmed). Paynow states no currency for
+    # a refund: its refunds are in the payment's currency, which the API does not tell.
+    confirmed_amount_minor: int | None = None
+    confirmed_currency: str | None = None
+    payer_amount_minor: int | None = None
+    voucher_amount_minor: int | None = None
     started_at: datetime | None = None
     updated_at: datetime | None = None
     finished_at: datetime | None = None

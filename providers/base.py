@@ -46,8 +46,14 @@ class RefundProvider(Protocol):
         """Pure, offline checks of the request's shape; raises ``InvalidRequestError``."""
         ...
 
-    async def check_refundable(self, request: RefundRequest) -> RefundableCheck:
-        """Pre-checks at the provider: the payment exists, may be refunded, amount fits."""
+    async def check_refundable(
+        self, request: RefundRequest, *, known_refunded_minor: int = 0
+    ) -> RefundableCheck:
+        """Pre-checks at the provider: the payment exists, may be refunded, amount fits.
+
+        ``known_refunded_minor`` is what this service itself knows it refunded on this very
+        payment lately. The check uses only that and what the provider says about *this*
+        payment; where the remainder cannot be known the provider decides on submit."""
         ...
 
     async def submit(self, request: RefundRequest) -> ProviderRefund:
