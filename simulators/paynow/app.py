@@ -6,15 +6,33 @@ Every v3 call is checked as Paynow documents it, in this order:
 2. ``Idempotency-Key`` missing or longer than 45 characters -> 400 ``VALIDATION_ERROR``;
 3. ``Signature`` missing or not the v3 signature of the received ``Api-Key`` and
    ``Idempotency-Key`` headers, query parameters and raw body -> 401 ``UNAUTHORIZED``;
-4. path and body shapes (payment id pattern, amount, reason, transfers) -> 400
-   ``VALIDATION_ERROR`` naming the field.
+4. ``Accept`` missing, or admitting no JSON (it may be ``*/*``), on any call, and
+   ``Content-Type`` other than ``application/json`` on a call with a body (create refund), or a
+   body on a call that takes none (cancel) -> 400 ``VALIDATION_ERROR``. The seed page marks
+   both headers required but says nothing of what a request without them gets: the harshest
+   plausible reading, a validation refusal (not 406/415, which Paynow documents nowhere);
+5. path and body shapes (payment id and refund id pattern ``XXXX-XXX-XXX-XXX``, amount,
+   reason, transfers) -> 400 ``VALIDATION_ERROR`` naming the field. The refund id pattern is
+   not on the seed page: refund ids are held to the payment id's documented pattern (the
+   harsh reading; Paynow's own refund ids have that shape).
 
-Business rules and the refund state machine live in :mod:`simulators.paynow.state`.
+Business rules and the refund state machine live in :mod:`simulators.paynow.state`; every
+error body carries only errorTypes listed there.
 
-Besides the shared control routes (:func:`simulators.common.control_routes`),
-``POST /_sim/payments`` creates a payment: JSON ``{"scenario", "amount_minor"?, "currency"?,
-"status"?, "method"?: "card" | "blik", "refunded_minor"?}`` -> 201 ``{"payment_id",
-"currency", "amount_minor", "status", "method", "scenario", "refunded_minor"}``.
+Besides the shared control routes (:func:`simulators.common.control_routes`):
+
+* ``POST /_sim/payments`` creates a payment: JSON ``{"scenario", "amount_minor"?, "currency"?,
+  "status"?, "method"?: "card" | "blik", "refunded_minor"?, "marketplace"?, "voucher_minor"?}``
+  -> 201 ``{"payment_id", "currency", "amount_minor", "status", "method", "scenario",
+  "refunded_minor", "marketplace", "voucher_minor"}``.
+* ``POST /_sim/payments/{payment_id}/fund``: the merchant balance now covers this payment:
+  its awaiting refunds leave NEW on their next read (PENDING, then SUCCESSFUL), and later
+  refunds are neither kept waiting nor refused for the balance -> 200 ``{"payment_id",
+  "released_refund_ids"}``; 404 for an unknown payment.
+* ``POST /_sim/clock`` with ``{"advance_s": N}`` (N >= 0): moves the simulator's now N seconds
+  forward (never back) -> 200 ``{"now", "offset_s"}``. Awaiting refunds still NEW 120 h
+  (``awaiting_expiry_s``) after they were made are then CANCELLED, as Paynow does with
+  awaiting refunds not funded in time. ``POST /_sim/reset`` puts the clock back.
 """
 
 from __future__ import annotations
@@ -35,6 +53,7 @@ from starlette.routing import Route
 
 from simulators.common import CONTROL_PREFIX, FaultMiddleware, SimulatorCore, control_routes
 from simulators.paynow.seed import (
+    AWAITING_EXPIRY_S,
     DEFAULT_AMOUNT_MINOR,
     DEFAULT_API_KEY,
     DEFAULT_CURRENCY,
@@ -44,10 +63,16 @@ from simulators.paynow.seed import (
 from simulators.paynow.state import Answer, PaynowState, error_answer
 
 PAYMENT_ID = re.compile(r"^([a-zA-Z0-9]{4}(-[a-zA-Z0-9]{3}){3})$")
+# Undocumented for refunds: held to the payment id's pattern (see the module docstring).
+REFUND_ID = PAYMENT_ID
 REASONS = frozenset({"RMA", "REFUND_BEFORE_14", "REFUND_AFTER_14", "OTHER"})
 MAX_AMOUNT = 9_999_999_999
 MAX_TRANSFER_AMOUNT = 100_000_000
 MAX_IDEMPOTENCY_KEY = 45
+# Media ranges in an Accept header that admit a JSON answer.
+_ACCEPTS_JSON = frozenset({"application/json", "application/*", "*/*"})
+# Ten years: enough for any awaiting refund, small enough to stay a sane datetime.
+MAX_CLOCK_STEP_S = 10 * 366 * 86_400.0
 
 
 def paynow_error_body(status: int, message: str) -> dict[str, Any]:
@@ -84,6 +109,28 @@ def expected_signature(
     )
     mac = hmac.new(signature_key.encode(), message.encode(), hashlib.sha256)
     return base64.b64encode(mac.digest()).decode()
+
+
+def _media_type(value: str) -> str:
+    return value.split(";", 1)[0].strip().lower()
+
+
+def accepts_json(accept: str | None) -> bool:
+    """Whether an ``Accept`` header admits ``application/json`` (``*/*`` does)."""
+    if not accept:
+        return False
+    return any(_media_type(item) in _ACCEPTS_JSON for item in accept.split(","))
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    """``application/json``, with at most a UTF-8 charset (the body must be UTF-8 anyway)."""
+    if not content_type or _media_type(content_type) != "application/json":
+        return False
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+            return False
+    return True
 
 
 def _is_amount(value: object, maximum: int, *, positive: bool) -> bool:
@@ -132,24 +179,40 @@ class NewPayment(BaseModel):
     status: Annotated[str, Field(min_length=1, max_length=40)] | None = None
     method: Literal["card", "blik"] = "card"
     refunded_minor: Annotated[int, Field(ge=0, strict=True)] | None = None
+    marketplace: Annotated[bool, Field(strict=True)] | None = None
+    voucher_minor: Annotated[int, Field(ge=0, strict=True)] | None = None
+
+
+class ClockStep(BaseModel):
+    """``POST /_sim/clock``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    advance_s: Annotated[float, Field(ge=0, le=MAX_CLOCK_STEP_S, allow_inf_nan=False)]
 
 
 class PaynowSimulator:
     """An in-memory Paynow v3 refunds API behind :class:`FaultMiddleware`."""
 
     def __init__(
-        self, *, api_key: str = DEFAULT_API_KEY, signature_key: str = DEFAULT_SIGNATURE_KEY
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        signature_key: str = DEFAULT_SIGNATURE_KEY,
+        awaiting_expiry_s: float = AWAITING_EXPIRY_S,
     ) -> None:
         self._api_key = api_key
         self._signature_key = signature_key
         self.core = SimulatorCore()
-        self.state = PaynowState(self.core)
+        self.state = PaynowState(self.core, awaiting_expiry_s=awaiting_expiry_s)
         routes = [
             Route("/v3/payments/{payment_id}/refunds", self._create_refund, methods=["POST"]),
             Route("/v3/payments/{payment_id}/status", self._payment_status, methods=["GET"]),
             Route("/v3/refunds/{refund_id}/status", self._refund_status, methods=["GET"]),
             Route("/v3/refunds/{refund_id}/cancel", self._cancel_refund, methods=["POST"]),
             Route(f"{CONTROL_PREFIX}/payments", self._add_payment, methods=["POST"]),
+            Route(f"{CONTROL_PREFIX}/payments/{{payment_id}}/fund", self._fund, methods=["POST"]),
+            Route(f"{CONTROL_PREFIX}/clock", self._advance_clock, methods=["POST"]),
             *control_routes(self.core, reset=self.state.reset, payments=self.payments),
         ]
         self.app = FaultMiddleware(
@@ -160,15 +223,20 @@ class PaynowSimulator:
         )
 
     def reset(self) -> None:
-        """Back to the seeded payments, with no refunds, faults or journal."""
+        """Back to the seeded payments, with no refunds, faults or journal, and the clock."""
         self.core.reset()
         self.state.reset()
 
     def payments(self) -> list[dict[str, Any]]:
         return self.state.payments()
 
-    async def _authenticate(self, request: Request) -> tuple[str, str] | Response:
-        """``(idempotency key, raw body text)`` of a genuine v3 request, or the refusal."""
+    async def _authenticate(
+        self, request: Request, *, with_body: bool
+    ) -> tuple[str, str] | Response:
+        """``(idempotency key, raw body text)`` of a genuine v3 request, or the refusal.
+
+        ``with_body``: the call takes a JSON body (create refund); the others take none.
+        """
         api_key = request.headers.get("Api-Key")
         if api_key is None or not hmac.compare_digest(api_key.encode(), self._api_key.encode()):
             return _respond(error_answer(401, "Missing or invalid Api-Key"))
@@ -197,10 +265,22 @@ class PaynowSimulator:
         signature = request.headers.get("Signature", "")
         if not hmac.compare_digest(signature.encode(), expected.encode()):
             return _respond(error_answer(401, "Missing or invalid Signature"))
+        # Required headers (docs silent on the answer: 400 VALIDATION_ERROR, the harsh reading).
+        if not accepts_json(request.headers.get("Accept")):
+            return _respond(
+                error_answer(400, "Accept: header is required and must admit application/json")
+            )
+        if with_body and not is_json_content_type(request.headers.get("Content-Type")):
+            return _respond(
+                error_answer(400, "Content-Type: header is required and must be application/json")
+            )
+        if not with_body and body:
+            # Docs: the cancel call has no body (signed with ""); a body is refused, not ignored.
+            return _respond(error_answer(400, "body: this call takes no body"))
         return idempotency_key, body
 
     async def _create_refund(self, request: Request) -> Response:
-        checked = await self._authenticate(request)
+        checked = await self._authenticate(request, with_body=True)
         if isinstance(checked, Response):
             return checked
         idempotency_key, body = checked
@@ -225,11 +305,12 @@ class PaynowSimulator:
                 idempotency_key=idempotency_key,
                 fingerprint=fingerprint,
                 amount_minor=data["amount"],
+                transfers=data.get("transfers"),
             )
         )
 
     async def _payment_status(self, request: Request) -> Response:
-        checked = await self._authenticate(request)
+        checked = await self._authenticate(request, with_body=False)
         if isinstance(checked, Response):
             return checked
         payment_id = request.path_params["payment_id"]
@@ -238,17 +319,22 @@ class PaynowSimulator:
         return _respond(self.state.payment_status(payment_id))
 
     async def _refund_status(self, request: Request) -> Response:
-        checked = await self._authenticate(request)
+        checked = await self._authenticate(request, with_body=False)
         if isinstance(checked, Response):
             return checked
-        return _respond(self.state.refund_status(request.path_params["refund_id"]))
+        refund_id = request.path_params["refund_id"]
+        if not REFUND_ID.match(refund_id):
+            return _respond(error_answer(400, "refundId: must match XXXX-XXX-XXX-XXX"))
+        return _respond(self.state.refund_status(refund_id))
 
     async def _cancel_refund(self, request: Request) -> Response:
-        checked = await self._authenticate(request)
+        checked = await self._authenticate(request, with_body=False)
         if isinstance(checked, Response):
             return checked
         idempotency_key, body = checked
         refund_id = request.path_params["refund_id"]
+        if not REFUND_ID.match(refund_id):
+            return _respond(error_answer(400, "refundId: must match XXXX-XXX-XXX-XXX"))
         fingerprint = json.dumps({"operation": "cancel", "refundId": refund_id, "body": body})
         return _respond(
             self.state.cancel_refund(
@@ -269,6 +355,8 @@ class PaynowSimulator:
             )
         if spec.refunded_minor is not None and spec.refunded_minor > spec.amount_minor:
             return JSONResponse({"error": "refunded_minor must not exceed amount_minor"}, 422)
+        if spec.voucher_minor is not None and spec.voucher_minor > spec.amount_minor:
+            return JSONResponse({"error": "voucher_minor must not exceed amount_minor"}, 422)
         payment = self.state.add_payment(
             scenario,
             amount_minor=spec.amount_minor,
@@ -276,8 +364,32 @@ class PaynowSimulator:
             method=spec.method,
             status=spec.status,
             refunded_minor=spec.refunded_minor,
+            marketplace=spec.marketplace,
+            voucher_minor=spec.voucher_minor,
         )
-        keys = ("payment_id", "currency", "amount_minor", "status", "method", "scenario")
-        return JSONResponse(
-            {**{k: payment[k] for k in keys}, "refunded_minor": payment["refunded_minor"]}, 201
+        keys = (
+            "payment_id",
+            "currency",
+            "amount_minor",
+            "status",
+            "method",
+            "scenario",
+            "refunded_minor",
+            "marketplace",
+            "voucher_minor",
         )
+        return JSONResponse({k: payment[k] for k in keys}, 201)
+
+    async def _fund(self, request: Request) -> Response:
+        payment_id = request.path_params["payment_id"]
+        funded = self.state.fund(payment_id)
+        if funded is None:
+            return JSONResponse({"error": f"unknown payment {payment_id!r}"}, 404)
+        return JSONResponse(funded)
+
+    async def _advance_clock(self, request: Request) -> Response:
+        try:
+            step = ClockStep.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return JSONResponse({"error": str(exc)}, 422)
+        return JSONResponse(self.state.advance_clock(step.advance_s))

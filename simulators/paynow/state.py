@@ -6,27 +6,41 @@ HTTP layer (:mod:`simulators.paynow.app`) only authenticates and validates shape
 
 Refund state machine (Paynow's documented flow): NEW -> PENDING -> SUCCESSFUL | FAILED, and
 NEW -> CANCELLED. Each status read advances a refund one step along its scenario's timeline
-(see :mod:`simulators.paynow.seed`).
+(see :mod:`simulators.paynow.seed`). An *awaiting* refund (merchant balance short) stays NEW
+until its payment is funded (``fund``, or by itself after the scenario's number of reads),
+and Paynow cancels it (CANCELLED) once it has waited ``awaiting_expiry_s`` (120 h by default,
+as documented) on the simulator's clock, which ``advance_clock`` moves forward.
 
 Idempotency: a successful POST is stored under its Idempotency-Key with a fingerprint of the
 request (operation, target and the parsed JSON body; spacing, key order and null fields
-ignored). The same key with the
-same fingerprint replays the stored answer and changes nothing. The same key with another
-request is answered 422 ``VALIDATION_ERROR``: Paynow's behaviour there is unconfirmed, and a
-loud refusal is the safe model. Failed POSTs are not stored, so a retry after
-``INSUFFICIENT_BALANCE_FUNDS`` is evaluated afresh.
+ignored). The same key with the same fingerprint replays the stored answer and changes
+nothing. The same key with another request is answered 422 ``VALIDATION_ERROR``: Paynow's
+behaviour there is unconfirmed, and a loud refusal is the safe model. Failed POSTs are not
+stored, so a retry after ``INSUFFICIENT_BALANCE_FUNDS`` is evaluated afresh.
 
-Business refusals, whose exact Paynow errorTypes are unconfirmed (the adapter keys on these
-messages, see ``providers/paynow/adapter.py``), all 400 ``VALIDATION_ERROR``:
+Error bodies are ``{statusCode, errors: [{errorType, message}]}`` and carry only errorTypes
+Paynow documents (``VALIDATION_ERROR``, ``INSUFFICIENT_BALANCE_FUNDS``, ``UNAUTHORIZED``,
+``NOT_FOUND``, ``INTERNAL_SERVER_ERROR``, ``SYSTEM_TEMPORARILY_UNAVAILABLE``) or, for the
+refund amount rules, types that only unofficial third-party client code names
+(``REFUND_AMOUNT_TOO_LARGE``, ``REFUND_AMOUNT_TOO_SMALL``; ``REFUND_POSSIBILITY_EXPIRED`` and
+``INSUFFICIENT_CARD_BALANCE_FUNDS`` exist there too but no scenario here answers them). Those
+four are UNCONFIRMED: no Paynow page shows them. Message texts are the simulator's own words;
+clients must key on status and errorType, never on them. Business refusals:
 
-* payment not CONFIRMED: "Payment ... is not CONFIRMED (status ...): only CONFIRMED payments
-  can be refunded";
-* over-refund: "Refund amount ... exceeds the amount available for refund (...)";
-* below the minimum: "amount: ... is below the minimum refund ...";
-* cancel of a refund that is not NEW: "Refund ... cannot be cancelled: its status is ...,
-  only NEW refunds can be cancelled".
-
-Insufficient merchant balance is 400 ``INSUFFICIENT_BALANCE_FUNDS`` (a documented type).
+* payment not CONFIRMED: 400 ``VALIDATION_ERROR`` (Paynow: "only payments in CONFIRMED can be
+  refunded"; which errorType it answers is undocumented, VALIDATION_ERROR is the documented
+  catch-all);
+* over-refund (more than the payment minus its live refunds): 400 ``REFUND_AMOUNT_TOO_LARGE``
+  (unconfirmed type);
+* below the minimum (1 PLN card, 0.01 PLN otherwise): 400 ``REFUND_AMOUNT_TOO_SMALL``
+  (unconfirmed type);
+* ``transfers`` on a payment that is not a marketplace payment, a marketplace payment refunded
+  without transfers, or transfers whose gross amounts do not add up to the refund amount:
+  400 ``VALIDATION_ERROR``. The docs only say transfers are "used only for Marketplace
+  refunds"; the other two rules are the harshest plausible reading (unconfirmed);
+* cancel of a refund that is not NEW: 400 ``VALIDATION_ERROR``. The cancel endpoint documents
+  200/401/404/500/503 only, so any refusal is undocumented; this one is a plausible guess;
+* insufficient merchant balance: 400 ``INSUFFICIENT_BALANCE_FUNDS`` (a documented type).
 """
 
 from __future__ import annotations
@@ -35,10 +49,12 @@ import secrets
 import string
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from simulators.common import SimulatorCore
 from simulators.paynow.seed import (
+    AWAITING_EXPIRY_S,
     MINIMUM_REFUND_MINOR,
     SCENARIOS,
     SEED_PAYMENTS,
@@ -51,31 +67,60 @@ _ID_ALPHABET = string.ascii_uppercase + string.digits
 
 Answer = tuple[int, dict[str, Any]]
 
-ERROR_TYPES: dict[int, str] = {
-    400: "VALIDATION_ERROR",
-    401: "UNAUTHORIZED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    408: "REQUEST_TIMEOUT",
-    409: "CONFLICT",
-    422: "VALIDATION_ERROR",
-    429: "TOO_MANY_REQUESTS",
-    503: "SYSTEM_TEMPORARILY_UNAVAILABLE",
+# The errorTypes Paynow documents, and the unofficial ones (third-party client code only).
+VALIDATION_ERROR = "VALIDATION_ERROR"
+INSUFFICIENT_BALANCE_FUNDS = "INSUFFICIENT_BALANCE_FUNDS"
+UNAUTHORIZED = "UNAUTHORIZED"
+NOT_FOUND = "NOT_FOUND"
+INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+SYSTEM_TEMPORARILY_UNAVAILABLE = "SYSTEM_TEMPORARILY_UNAVAILABLE"
+REFUND_AMOUNT_TOO_LARGE = "REFUND_AMOUNT_TOO_LARGE"  # unconfirmed
+REFUND_AMOUNT_TOO_SMALL = "REFUND_AMOUNT_TOO_SMALL"  # unconfirmed
+REFUND_POSSIBILITY_EXPIRED = "REFUND_POSSIBILITY_EXPIRED"  # unconfirmed
+INSUFFICIENT_CARD_BALANCE_FUNDS = "INSUFFICIENT_CARD_BALANCE_FUNDS"  # unconfirmed
+ERROR_TYPES = frozenset(
+    {
+        VALIDATION_ERROR,
+        INSUFFICIENT_BALANCE_FUNDS,
+        UNAUTHORIZED,
+        NOT_FOUND,
+        INTERNAL_SERVER_ERROR,
+        SYSTEM_TEMPORARILY_UNAVAILABLE,
+        REFUND_AMOUNT_TOO_LARGE,
+        REFUND_AMOUNT_TOO_SMALL,
+        REFUND_POSSIBILITY_EXPIRED,
+        INSUFFICIENT_CARD_BALANCE_FUNDS,
+    }
+)
+
+# The type a bare status gets (faults, and the simulator's own refusals without a business
+# type). Paynow documents no 403, 408, 409 or 429, and no errorType for them: they get the
+# nearest documented type (a refusal of permission is UNAUTHORIZED; "come back later" is
+# SYSTEM_TEMPORARILY_UNAVAILABLE), never an invented one.
+_TYPE_BY_STATUS: dict[int, str] = {
+    400: VALIDATION_ERROR,
+    401: UNAUTHORIZED,
+    403: UNAUTHORIZED,
+    404: NOT_FOUND,
+    408: SYSTEM_TEMPORARILY_UNAVAILABLE,
+    429: SYSTEM_TEMPORARILY_UNAVAILABLE,
+    500: INTERNAL_SERVER_ERROR,
+    503: SYSTEM_TEMPORARILY_UNAVAILABLE,
 }
 
 
 def error_type_for(status: int) -> str:
-    if status in ERROR_TYPES:
-        return ERROR_TYPES[status]
-    return "INTERNAL_SERVER_ERROR" if status >= 500 else "VALIDATION_ERROR"
+    if status in _TYPE_BY_STATUS:
+        return _TYPE_BY_STATUS[status]
+    return INTERNAL_SERVER_ERROR if status >= 500 else VALIDATION_ERROR
 
 
 def error_answer(status: int, message: str, error_type: str | None = None) -> Answer:
     """Paynow's error body ``{statusCode, errors: [{errorType, message}]}``."""
-    return status, {
-        "statusCode": status,
-        "errors": [{"errorType": error_type or error_type_for(status), "message": message}],
-    }
+    kind = error_type or error_type_for(status)
+    if kind not in ERROR_TYPES:
+        raise ValueError(f"{kind!r} is not an errorType Paynow (or its known clients) uses")
+    return status, {"statusCode": status, "errors": [{"errorType": kind, "message": message}]}
 
 
 def new_paynow_id(first: str = "") -> str:
@@ -95,6 +140,11 @@ class SimPayment:
     method: str
     # Refunded before the simulator started (not refunds of ours).
     earlier_refunds_minor: int = 0
+    marketplace: bool = False
+    # Paid with a voucher card; its refunds are split between the buyer and the voucher.
+    voucher_minor: int = 0
+    # The merchant balance now covers this payment's refunds (``fund``).
+    funded: bool = False
 
 
 @dataclass
@@ -105,13 +155,23 @@ class SimRefund:
     status: str
     timeline: tuple[str, ...]
     final_failure_reason: str | None
+    created_at: datetime
     failure_reason: str | None = None
     reads: int = 0
+    # Awaiting the merchant balance: NEW until funded, or until ``funded_after_reads`` reads.
+    awaiting: bool = False
+    funded_after_reads: int | None = None
+    awaiting_reads: int = 0
 
     def advance(self) -> None:
         """One status read: one step along the timeline; cancelled refunds stay put."""
         if self.status == "CANCELLED" or not self.timeline:
             return
+        if self.awaiting:
+            self.awaiting_reads += 1
+            if self.funded_after_reads is None or self.awaiting_reads <= self.funded_after_reads:
+                return
+            self.awaiting = False  # the balance came: this read starts the timeline
         self.reads += 1
         self.status = self.timeline[min(self.reads, len(self.timeline)) - 1]
         if self.status == "FAILED":
@@ -133,10 +193,13 @@ class _Stored:
 @dataclass
 class PaynowState:
     core: SimulatorCore
+    awaiting_expiry_s: float = AWAITING_EXPIRY_S
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _payments: dict[str, SimPayment] = field(default_factory=dict)
     _refunds: dict[str, SimRefund] = field(default_factory=dict)
     _by_key: dict[str, _Stored] = field(default_factory=dict)
+    # How far the simulator's clock runs ahead of the wall clock.
+    _clock_offset_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.reset()
@@ -145,6 +208,7 @@ class PaynowState:
         with self._lock:
             self._refunds.clear()
             self._by_key.clear()
+            self._clock_offset_s = 0.0
             self._payments = {}
             for seed in SEED_PAYMENTS:
                 self._payments[seed.payment_id] = self._payment(
@@ -154,6 +218,38 @@ class PaynowState:
                     currency=seed.currency,
                     method=seed.method,
                 )
+
+    # --- The clock ---------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self._clock_offset_s)
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now()
+
+    def advance_clock(self, seconds: float) -> dict[str, Any]:
+        """Move the simulator's now forward; awaiting refunds past their time are cancelled."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        with self._lock:
+            self._clock_offset_s += seconds
+            self._expire_awaiting()
+            return {"now": self._now().isoformat(), "offset_s": self._clock_offset_s}
+
+    def _expire_awaiting(self) -> None:
+        """Paynow cancels an awaiting refund not funded within ``awaiting_expiry_s``."""
+        now = self._now()
+        for refund in self._refunds.values():
+            if (
+                refund.awaiting
+                and refund.status == "NEW"
+                and (now - refund.created_at).total_seconds() >= self.awaiting_expiry_s
+            ):
+                refund.status = "CANCELLED"
+                refund.awaiting = False
+
+    # --- Payments ----------------------------------------------------------------------------
 
     @staticmethod
     def _payment(
@@ -165,6 +261,8 @@ class PaynowState:
         method: str,
         status: str | None = None,
         refunded_minor: int | None = None,
+        marketplace: bool | None = None,
+        voucher_minor: int | None = None,
     ) -> SimPayment:
         earlier = (
             refunded_minor
@@ -179,6 +277,12 @@ class PaynowState:
             status=status or scenario.payment_status,
             method=method,
             earlier_refunds_minor=earlier,
+            marketplace=scenario.marketplace if marketplace is None else marketplace,
+            voucher_minor=(
+                amount_minor * scenario.voucher_percent // 100
+                if voucher_minor is None
+                else voucher_minor
+            ),
         )
 
     def _refunded_minor(self, payment: SimPayment) -> int:
@@ -198,6 +302,9 @@ class PaynowState:
             "currency": payment.currency,
             "amount_minor": payment.amount_minor,
             "refunded_minor": self._refunded_minor(payment),
+            "marketplace": payment.marketplace,
+            "voucher_minor": payment.voucher_minor,
+            "funded": payment.funded,
             "refund_ids": [
                 r.refund_id for r in self._refunds.values() if r.payment_id == payment.payment_id
             ],
@@ -205,6 +312,7 @@ class PaynowState:
 
     def payments(self) -> list[dict[str, Any]]:
         with self._lock:
+            self._expire_awaiting()
             return [self._describe(p) for p in self._payments.values()]
 
     def add_payment(
@@ -216,6 +324,8 @@ class PaynowState:
         method: str,
         status: str | None = None,
         refunded_minor: int | None = None,
+        marketplace: bool | None = None,
+        voucher_minor: int | None = None,
     ) -> dict[str, Any]:
         with self._lock:
             payment_id = new_paynow_id()
@@ -229,9 +339,28 @@ class PaynowState:
                 method=method,
                 status=status,
                 refunded_minor=refunded_minor,
+                marketplace=marketplace,
+                voucher_minor=voucher_minor,
             )
             self._payments[payment_id] = payment
             return self._describe(payment)
+
+    def fund(self, payment_id: str) -> dict[str, Any] | None:
+        """The merchant balance now covers this payment: its awaiting refunds move on (their
+        next read gives PENDING) and later refunds are neither refused nor kept waiting.
+        ``None`` for an unknown payment."""
+        with self._lock:
+            self._expire_awaiting()
+            payment = self._payments.get(payment_id)
+            if payment is None:
+                return None
+            payment.funded = True
+            released = []
+            for refund in self._refunds.values():
+                if refund.payment_id == payment_id and refund.awaiting:
+                    refund.awaiting = False
+                    released.append(refund.refund_id)
+            return {"payment_id": payment_id, "released_refund_ids": released}
 
     def payment_status(self, payment_id: str) -> Answer:
         with self._lock:
@@ -240,21 +369,33 @@ class PaynowState:
                 return error_answer(404, f"Payment {payment_id} not found")
             return 200, {"paymentId": payment.payment_id, "status": payment.status}
 
+    # --- Refunds -----------------------------------------------------------------------------
+
     def create_refund(
-        self, payment_id: str, *, idempotency_key: str, fingerprint: str, amount_minor: int
+        self,
+        payment_id: str,
+        *,
+        idempotency_key: str,
+        fingerprint: str,
+        amount_minor: int,
+        transfers: list[dict[str, Any]] | None = None,
     ) -> Answer:
+        """``transfers`` is ``None`` when the body had no (or a null) ``transfers`` field."""
         with self._lock:
             replay = self._replay(idempotency_key, fingerprint)
             if replay is not None:
                 return replay
+            self._expire_awaiting()
             payment = self._payments.get(payment_id)
             if payment is None:
                 return error_answer(404, f"Payment {payment_id} not found")
+            problem = self._transfers_problem(payment, amount_minor, transfers)
+            if problem is not None:
+                return error_answer(400, problem)
             if payment.status != "CONFIRMED":
                 return error_answer(
                     400,
-                    f"Payment {payment_id} is not CONFIRMED (status {payment.status}): "
-                    "only CONFIRMED payments can be refunded",
+                    f"Payment {payment_id} cannot be refunded in status {payment.status}",
                 )
             minimum = MINIMUM_REFUND_MINOR.get(payment.method, 1)
             if amount_minor < minimum:
@@ -262,31 +403,37 @@ class PaynowState:
                     400,
                     f"amount: {amount_minor} is below the minimum refund of {minimum} "
                     f"for {payment.method} payments",
+                    REFUND_AMOUNT_TOO_SMALL,
                 )
             available = payment.amount_minor - self._refunded_minor(payment)
             if amount_minor > available:
                 return error_answer(
                     400,
-                    f"Refund amount {amount_minor} exceeds the amount available for refund "
-                    f"({available} of {payment.amount_minor} {payment.currency})",
+                    f"amount: {amount_minor} is more than the {available} left to refund "
+                    f"of {payment.amount_minor} {payment.currency}",
+                    REFUND_AMOUNT_TOO_LARGE,
                 )
-            if payment.scenario.insufficient_funds:
+            scenario = payment.scenario
+            if scenario.insufficient_funds and not payment.funded:
                 return error_answer(
                     400,
                     "Insufficient funds on the merchant balance to make the refund",
-                    "INSUFFICIENT_BALANCE_FUNDS",
+                    INSUFFICIENT_BALANCE_FUNDS,
                 )
             refund_id = new_paynow_id("R")
             while refund_id in self._refunds:
                 refund_id = new_paynow_id("R")
-            scenario = payment.scenario
+            awaiting = scenario.awaiting and not payment.funded
             refund = SimRefund(
                 refund_id=refund_id,
                 payment_id=payment_id,
                 amount_minor=amount_minor,
-                status=scenario.created_status,
+                status="NEW" if awaiting else scenario.created_status,
                 timeline=scenario.timeline,
                 final_failure_reason=scenario.failure_reason,
+                created_at=self._now(),
+                awaiting=awaiting,
+                funded_after_reads=scenario.funded_after_reads,
             )
             self._refunds[refund_id] = refund
             self.core.record_refund(
@@ -295,12 +442,40 @@ class PaynowState:
                 amount_minor=amount_minor,
                 idempotency_key=idempotency_key,
             )
-            answer: Answer = (201, {"refundId": refund_id, "status": refund.status})
+            body: dict[str, Any] = {"refundId": refund_id, "status": refund.status}
+            if payment.voucher_minor:
+                # Both fields only with a voucher reservation (the seed page). How Paynow
+                # splits a partial refund is undocumented: here in proportion to the payment.
+                voucher = amount_minor * payment.voucher_minor // payment.amount_minor
+                body["payerAmount"] = amount_minor - voucher
+                body["voucherAmount"] = voucher
+            answer: Answer = (201, body)
             self._by_key[idempotency_key] = _Stored(fingerprint, answer)
             return answer
 
+    @staticmethod
+    def _transfers_problem(
+        payment: SimPayment, amount_minor: int, transfers: list[dict[str, Any]] | None
+    ) -> str | None:
+        if not payment.marketplace:
+            if transfers is not None:
+                return (
+                    f"transfers: payment {payment.payment_id} is not a marketplace payment; "
+                    "transfers are used only for marketplace refunds"
+                )
+            return None
+        # Harsh readings (unconfirmed): a marketplace refund must say which sellers pay it
+        # back, and all of it.
+        if not transfers:
+            return f"transfers: are required to refund marketplace payment {payment.payment_id}"
+        gross = sum(int(t["grossAmount"]) for t in transfers)
+        if gross != amount_minor:
+            return f"transfers: grossAmount adds up to {gross}, not the amount {amount_minor}"
+        return None
+
     def refund_status(self, refund_id: str) -> Answer:
         with self._lock:
+            self._expire_awaiting()
             refund = self._refunds.get(refund_id)
             if refund is None:
                 return error_answer(404, f"Refund {refund_id} not found")
@@ -312,16 +487,17 @@ class PaynowState:
             replay = self._replay(idempotency_key, fingerprint)
             if replay is not None:
                 return replay
+            self._expire_awaiting()
             refund = self._refunds.get(refund_id)
             if refund is None:
                 return error_answer(404, f"Refund {refund_id} not found")
             if refund.status != "NEW":
                 return error_answer(
                     400,
-                    f"Refund {refund_id} cannot be cancelled: its status is {refund.status}, "
-                    "only NEW refunds can be cancelled",
+                    f"Refund {refund_id} cannot be cancelled in status {refund.status}",
                 )
             refund.status = "CANCELLED"
+            refund.awaiting = False
             answer: Answer = (200, refund.status_body())
             self._by_key[idempotency_key] = _Stored(fingerprint, answer)
             return answer
