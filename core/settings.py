@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     refunds_poll_max_s: Annotated[float, Field(gt=0)] = 300.0
     refunds_attention_after_s: Annotated[float, Field(gt=0)] = 48 * 3600.0
     refunds_call_timeout_s: Annotated[float, Field(ge=1, le=600)] = 60.0
+    # Evidence before a lost Mews refund call is sent again (README "Guarantees"): wait this
+    # long for Mews to show what it made, then look this many times, each finding nothing.
+    refunds_reconcile_settle_s: Annotated[float, Field(ge=1, le=3_600)] = 30.0
+    refunds_reconcile_lookups: Annotated[int, Field(ge=1, le=10)] = 2
     # The worker's Prometheus endpoint (/metrics); unset: no endpoint (docs/observability.md).
     refunds_metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
 

@@ -135,7 +135,9 @@ class RefundClient:
             await self._start_workflow(request, WorkflowIDConflictPolicy.FAIL)
         except WorkflowAlreadyStartedError:
             existing = await self._fingerprint_of(request.idempotency_key)
-            if existing != request.fingerprint():
+            if existing != request.fingerprint() and existing not in (
+                request.legacy_fingerprints()
+            ):
                 raise IdempotencyConflictError(
                     f"idempotency conflict: key {request.idempotency_key!r} is already used by "
                     "a different refund request; use a new key for a new refund"
@@ -329,6 +331,8 @@ def options_from_settings(settings: Settings) -> RefundOptions:
         poll_max_s=settings.refunds_poll_max_s,
         attention_after_s=settings.refunds_attention_after_s,
         call_timeout_s=settings.refunds_call_timeout_s,
+        reconcile_settle_s=settings.refunds_reconcile_settle_s,
+        reconcile_lookups=settings.refunds_reconcile_lookups,
     )
 
 
