@@ -11,6 +11,17 @@ What Paynow's public API gives us, and what we make of it:
 * There is no whole-payment refund: amount and currency are required. The API exposes no
   refundable remainder, so :meth:`check_refundable` only checks that the payment is
   ``CONFIRMED``; an over-refund is reported by the create call itself.
+* Money as Paynow says it. The create answer states ``payerAmount`` and ``voucherAmount`` only
+  for a payment with a voucher reservation (the seed page): then the refund's confirmed amount
+  is their sum; otherwise Paynow confirms no amount and none is reported. Paynow never states
+  a refund's currency (it is the payment's, which the v3 API does not tell), so the currency
+  is never reported as confirmed. The status call states no amount at all.
+* A ``NEW`` refund may be an "awaiting refund" (the merchant balance is short): Paynow keeps
+  it up to 120 h by default before cancelling it, so a NEW snapshot says it may stay pending
+  that long (:attr:`ProviderRefund.pending_may_last_s`).
+* Errors are classified by HTTP status and Paynow's structured ``errorType`` only, never by
+  message wording (:func:`error_from_response`). The cancel call documents 200, 401, 404, 500
+  and 503 only: any other refusal ends the cancel attempt (``RefundNotCancellableError``).
 * The request's free-text ``reason`` is ours; Paynow only takes the ``reason_code`` enum. When
   no code is given the ``reason`` field is left out of the body (the seed page marks it
   optional) rather than defaulting to ``OTHER``.
@@ -28,7 +39,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -79,24 +90,25 @@ REFUND_STATUSES: Mapping[str, ProviderRefundStatus] = {
     "CANCELLED": ProviderRefundStatus.CANCELED,
 }
 
-# The errorTypes Paynow uses for an over-refund and for a payment that is not CONFIRMED are
-# not in its public documentation (only VALIDATION_ERROR is). We key on the message texts our
-# simulator sends (simulators/paynow/state.py) plus close variants; anything else stays a
-# ProviderValidationError, which is final as well, so a miss only loses precision.
-_OVER_REFUND_HINTS = (
-    "exceeds the amount available",
-    "exceeds the refundable",
-    "exceeds available",
-    "exceeds the payment amount",
-)
-_NOT_REFUNDABLE_HINTS = (
-    "not confirmed",
-    "only confirmed payments",
-    "cannot be refunded",
-    "not refundable",
-)
-_INSUFFICIENT_FUNDS = "INSUFFICIENT_BALANCE_FUNDS"
+# Awaiting refunds (merchant balance short) are cancelled by Paynow when not funded within
+# 120 h: its documented default (shops may configure another).
+AWAITING_REFUND_MAX_S: Final = 120 * 3600.0
+
 _VALIDATION = "VALIDATION_ERROR"
+# Business errorTypes -> the shared tree's business classes. INSUFFICIENT_BALANCE_FUNDS is
+# documented; the other four appear only in unofficial third-party client code (UNCONFIRMED).
+# Unknown types fall back to the status ladder below; message wording is never read.
+BUSINESS_ERROR_TYPES: Mapping[str, type[ProviderStatusError]] = {
+    "INSUFFICIENT_BALANCE_FUNDS": InsufficientBalanceError,
+    "INSUFFICIENT_CARD_BALANCE_FUNDS": InsufficientBalanceError,
+    "REFUND_AMOUNT_TOO_LARGE": AmountExceedsRefundableError,
+    "REFUND_POSSIBILITY_EXPIRED": PaymentNotRefundableError,
+    "REFUND_AMOUNT_TOO_SMALL": ProviderValidationError,
+    _VALIDATION: ProviderValidationError,
+}
+# Statuses a business errorType refines: the final 4xx refusals. 401/404 keep their meaning,
+# and 408/409/429 say "try again", whatever type rides along.
+_REFINED_STATUSES = frozenset({400, 403, 422})
 
 _Answer = TypeVar("_Answer", bound=BaseModel)
 
@@ -177,25 +189,39 @@ def _secrets_of(response: httpx.Response, secrets: Sequence[str]) -> list[str]:
     return found
 
 
-def _error_class(
-    status: int, error_type: str | None, text: str, operation: str
+def _cancel_answer_is_documented(status: int) -> bool:
+    """Cancel documents 401, 404, 500 and 503 (besides 200). 429 is treated as everywhere
+    (no rate limit is documented, so like Mews'), and every 5xx as a passing outage: those
+    stay retryable, bounded by the workflow. Anything else is undocumented."""
+    return status in (401, 404, 429) or status >= 500
+
+
+def error_class(
+    status: int, error_type: str | None, *, operation: str
 ) -> type[ProviderStatusError]:
-    if error_type == _INSUFFICIENT_FUNDS:
-        return InsufficientBalanceError
-    if operation == "cancel" and status == 400:
-        # Paynow cancels only NEW refunds; its error type for "too late" is unconfirmed. A
-        # refund that cannot be cancelled keeps being polled, which is safe whatever the cause.
+    """One Paynow refusal -> one class, from the HTTP status and ``errorType`` alone."""
+    if operation == "cancel" and not _cancel_answer_is_documented(status):
+        # An undocumented cancel answer (400, 409, 422, ...): whatever it means, retrying the
+        # cancel cannot be shown to help. The attempt ends; the refund keeps being polled, and
+        # its status tells whether it was cancelled.
         return RefundNotCancellableError
-    if status in (400, 403, 422):
-        lowered = text.lower()
-        if any(hint in lowered for hint in _OVER_REFUND_HINTS):
-            return AmountExceedsRefundableError
-        if any(hint in lowered for hint in _NOT_REFUNDABLE_HINTS):
-            return PaymentNotRefundableError
+    business = BUSINESS_ERROR_TYPES.get(error_type) if error_type else None
+    if status in _REFINED_STATUSES and business is not None:
+        return business
     if status in (400, 422):
-        return ProviderValidationError if error_type == _VALIDATION else BadRequestError
+        return BadRequestError
     # 401, 403, 404, 408, 409, 429 and 5xx (503 SYSTEM_TEMPORARILY_UNAVAILABLE included).
     return class_for_status(status)
+
+
+def _primary_error_type(error_types: Sequence[str]) -> str | None:
+    """The errorType that decides: a business type over ``VALIDATION_ERROR`` (it says more),
+    else the first one given."""
+    upper = [error_type.upper() for error_type in error_types]
+    for error_type in upper:
+        if error_type in BUSINESS_ERROR_TYPES and error_type != _VALIDATION:
+            return error_type
+    return upper[0] if upper else None
 
 
 def error_from_response(
@@ -212,7 +238,7 @@ def error_from_response(
         parsed = ErrorAnswer.model_validate(body) if body is not None else ErrorAnswer()
     except ValidationError:
         parsed = ErrorAnswer()
-    error_type = next((e.error_type.upper() for e in parsed.errors if e.error_type), None)
+    error_type = _primary_error_type([e.error_type for e in parsed.errors if e.error_type])
     details = [
         f"{item.error_type}: {item.message}" if item.error_type else str(item.message)
         for item in parsed.errors
@@ -220,8 +246,8 @@ def error_from_response(
     ]
     text = "; ".join(details) or response.reason_phrase or f"HTTP {response.status_code}"
     text = redact(text, all_secrets)
-    error_class = _error_class(response.status_code, error_type, text, operation)
-    return error_class(
+    chosen = error_class(response.status_code, error_type, operation=operation)
+    return chosen(
         f"{operation}: {text}",
         provider=PROVIDER,
         status_code=response.status_code,
@@ -286,7 +312,13 @@ class PaynowAdapter:
     def check_request(self, request: RefundRequest) -> None:
         check_paynow_request(request)
 
-    async def check_refundable(self, request: RefundRequest) -> RefundableCheck:
+    async def check_refundable(
+        self, request: RefundRequest, *, known_refunded_minor: int = 0
+    ) -> RefundableCheck:
+        """The payment is ``CONFIRMED``. ``known_refunded_minor`` is unused: Paynow exposes
+        neither a payment's amount nor its refundable remainder, so there is nothing to
+        subtract it from; the create call itself refuses an over-refund."""
+        del known_refunded_minor
         amount_minor, currency = _checked_money(request)
         response = await self._call(
             "check_refundable",
@@ -314,7 +346,8 @@ class PaynowAdapter:
         )
 
     async def submit(self, request: RefundRequest) -> ProviderRefund:
-        amount_minor, currency = _checked_money(request)
+        # The currency is checked, not sent: Paynow refunds in the payment's currency.
+        amount_minor, _ = _checked_money(request)
         body = CreateRefundBody(
             amount=amount_minor,
             reason=request.reason_code,
@@ -336,12 +369,20 @@ class PaynowAdapter:
             json_body=body.model_dump(mode="json", by_alias=True, exclude_none=True),
         )
         answer = _read_answer(response, CreateRefundAnswer, operation="submit")
+        confirmed: int | None = None
+        if answer.payer_amount is not None and answer.voucher_amount is not None:
+            # Both are stated only with a voucher reservation: together they are the refund.
+            # One without the other is not the whole refund, so nothing is confirmed.
+            confirmed = answer.payer_amount + answer.voucher_amount
         return ProviderRefund(
             refund_id=answer.refund_id,
             status=map_refund_status(answer.status),
             raw_status=answer.status,
-            amount_minor=amount_minor,
-            currency=currency,
+            amount_minor=confirmed,
+            currency=None,
+            payer_amount_minor=answer.payer_amount,
+            voucher_amount_minor=answer.voucher_amount,
+            pending_may_last_s=_pending_may_last_s(answer.status),
         )
 
     async def get_refund(self, request: RefundRequest, refund_id: str) -> ProviderRefund:
@@ -358,9 +399,10 @@ class PaynowAdapter:
     async def cancel(self, request: RefundRequest, refund_id: str) -> ProviderRefund:
         """Cancel a NEW refund; its new state comes back without a second call.
 
-        The cancel answer's body is not documented: when it carries ``{refundId, status}``
-        that status is returned, otherwise a ``CANCELLED`` snapshot (a success answer means
-        the refund was cancelled).
+        Only 200 is a documented success. Its body is not documented: when it carries
+        ``{refundId, status}`` that status is returned, otherwise a ``CANCELLED`` snapshot.
+        Any other answer, another 2xx included, is undocumented and ends the attempt with
+        ``RefundNotCancellableError`` (the refund's status then tells what happened).
         """
         _check_refund_id(refund_id)
         response = await self._call(
@@ -369,6 +411,14 @@ class PaynowAdapter:
             f"v3/refunds/{refund_id}/cancel",
             idempotency_key=cancel_idempotency_key(request.idempotency_key),
         )
+        if response.status_code != 200:
+            raise RefundNotCancellableError(
+                f"cancel: undocumented answer HTTP {response.status_code}; "
+                "the refund's status will tell whether it was cancelled",
+                provider=PROVIDER,
+                status_code=response.status_code,
+                request_id=_request_id(response),
+            )
         try:
             answer = RefundStatusAnswer.model_validate_json(response.content)
         except ValidationError:
@@ -391,14 +441,15 @@ class PaynowAdapter:
     def _snapshot(
         self, request: RefundRequest, refund_id: str, raw_status: str, failure_reason: str | None
     ) -> ProviderRefund:
-        # The status endpoint returns no amount: the refund carries what was asked for.
+        # The status and cancel answers state no amount and no currency: nothing confirmed.
         return ProviderRefund(
             refund_id=refund_id,
             status=map_refund_status(raw_status),
             raw_status=raw_status,
-            amount_minor=request.amount_minor,
-            currency=request.currency,
+            amount_minor=None,
+            currency=None,
             failure_reason=failure_reason,
+            pending_may_last_s=_pending_may_last_s(raw_status),
         )
 
     async def _call(
@@ -423,6 +474,11 @@ class PaynowAdapter:
         if response.is_success:
             return response
         raise error_from_response(response, operation=operation, secrets=self._secrets)
+
+
+def _pending_may_last_s(raw_status: str) -> float | None:
+    """A NEW refund may be awaiting the merchant balance, for up to 120 h."""
+    return AWAITING_REFUND_MAX_S if raw_status.upper() == "NEW" else None
 
 
 def _checked_money(request: RefundRequest) -> tuple[int, str]:

@@ -17,14 +17,23 @@ from core.models import ProviderName, ProviderRefundStatus, ReasonCode, RefundRe
 from core.settings import MissingSettingError, Settings
 from providers.base import RefundProvider
 from providers.errors import (
+    AmountExceedsRefundableError,
     AuthenticationError,
     InvalidRequestError,
+    NotFoundError,
     ProviderConnectError,
+    ProviderStatusError,
+    RateLimitedError,
+    RefundNotCancellableError,
     ServerError,
     UnknownOutcomeError,
 )
 from providers.paynow import PaynowAdapter, check_paynow_request, sign_request
-from providers.paynow.adapter import cancel_idempotency_key, map_refund_status
+from providers.paynow.adapter import (
+    AWAITING_REFUND_MAX_S,
+    cancel_idempotency_key,
+    map_refund_status,
+)
 
 API_KEY = "97a55694-5478-43b5-b406-fb49ebfdd2b5"
 SIGNATURE_KEY = "b305b996-bca5-4404-a0b7-2ccea3d2b64b"
@@ -104,7 +113,35 @@ async def test_submit_sends_the_signed_compact_body_under_the_request_key() -> N
     assert refund.refund_id == REFUND_ID
     assert refund.status is ProviderRefundStatus.PENDING
     assert refund.raw_status == "NEW"
-    assert (refund.amount_minor, refund.currency) == (1234, "PLN")
+    # Without a voucher Paynow states no amount, and it never states a refund's currency:
+    # nothing is reported as confirmed (not the requested 1234 PLN).
+    assert (refund.amount_minor, refund.currency) == (None, None)
+    assert (refund.payer_amount_minor, refund.voucher_amount_minor) == (None, None)
+    # A NEW refund may be awaiting the merchant balance for up to 120 h.
+    assert refund.pending_may_last_s == AWAITING_REFUND_MAX_S == 120 * 3600
+
+
+async def test_submit_reports_the_voucher_split_as_paynow_states_it() -> None:
+    body = {"refundId": REFUND_ID, "status": "PENDING", "payerAmount": 734, "voucherAmount": 500}
+    refund = await _adapter(_answer(201, body)).submit(_request())
+    assert (refund.payer_amount_minor, refund.voucher_amount_minor) == (734, 500)
+    assert refund.amount_minor == 1234
+    assert refund.currency is None
+    assert refund.pending_may_last_s is None
+
+
+async def test_submit_confirms_what_paynow_says_not_what_was_asked() -> None:
+    body = {"refundId": REFUND_ID, "status": "SUCCESSFUL", "payerAmount": 600, "voucherAmount": 0}
+    refund = await _adapter(_answer(201, body)).submit(_request())
+    assert refund.amount_minor == 600  # asked 1234; the difference is for the workflow to see
+
+
+async def test_a_payer_amount_alone_confirms_no_total() -> None:
+    body = {"refundId": REFUND_ID, "status": "NEW", "payerAmount": 1234}
+    refund = await _adapter(_answer(201, body)).submit(_request())
+    assert refund.payer_amount_minor == 1234
+    assert refund.voucher_amount_minor is None
+    assert refund.amount_minor is None
 
 
 async def test_submit_sends_reason_code_and_transfers_in_camel_case() -> None:
@@ -173,6 +210,9 @@ async def test_status_mapping(raw: str, expected: ProviderRefundStatus) -> None:
     assert refund.status is expected
     assert refund.raw_status == raw
     assert refund.failure_reason == "OTHER"
+    # The status call states no money at all.
+    assert (refund.amount_minor, refund.currency) == (None, None)
+    assert refund.pending_may_last_s == (120 * 3600 if raw == "NEW" else None)
 
 
 async def test_cancel_uses_a_derived_stable_key_and_signs_an_empty_body() -> None:
@@ -192,14 +232,82 @@ async def test_cancel_uses_a_derived_stable_key_and_signs_an_empty_body() -> Non
     assert first.status is ProviderRefundStatus.CANCELED
 
 
-async def test_cancel_without_a_readable_answer_is_a_cancelled_snapshot() -> None:
-    adapter = _adapter(lambda _: httpx.Response(202))
+async def test_cancel_200_without_a_readable_answer_is_a_cancelled_snapshot() -> None:
+    adapter = _adapter(lambda _: httpx.Response(200, text="OK"))
     refund = await adapter.cancel(_request(), REFUND_ID)
     assert (refund.refund_id, refund.status, refund.raw_status) == (
         REFUND_ID,
         ProviderRefundStatus.CANCELED,
         "CANCELLED",
     )
+    assert (refund.amount_minor, refund.currency) == (None, None)
+
+
+@pytest.mark.parametrize("status", [201, 202, 204])
+async def test_cancel_with_another_success_status_is_not_taken_as_cancelled(status: int) -> None:
+    # Only 200 is documented; a 202 "accepted" might still go on to pay out.
+    adapter = _adapter(lambda _: httpx.Response(status))
+    with pytest.raises(RefundNotCancellableError) as caught:
+        await adapter.cancel(_request(), REFUND_ID)
+    assert caught.value.status_code == status
+    assert not caught.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [
+        (400, "VALIDATION_ERROR"),
+        (400, "INSUFFICIENT_BALANCE_FUNDS"),
+        (403, None),
+        (409, None),
+        (422, "VALIDATION_ERROR"),
+    ],
+)
+async def test_cancel_undocumented_refusals_end_the_attempt(
+    status: int, error_type: str | None
+) -> None:
+    seen: list[httpx.Request] = []
+    errors = [{"errorType": error_type, "message": "Paynow says no"}] if error_type else []
+    body = {"statusCode": status, "errors": errors}
+    adapter = _adapter(_answer(status, body), seen)
+    with pytest.raises(RefundNotCancellableError) as caught:
+        await adapter.cancel(_request(), REFUND_ID)
+    error = caught.value
+    assert not error.retryable
+    assert error.status_code == status
+    assert error.provider_code == error_type
+    if error_type:
+        assert "Paynow says no" in error.message
+    assert len(seen) == 1  # the adapter never retries by itself
+
+
+@pytest.mark.parametrize(
+    ("status", "expected", "retryable"),
+    [
+        (401, AuthenticationError, False),
+        (404, NotFoundError, False),
+        (429, RateLimitedError, True),
+        (500, ServerError, True),
+        (503, ServerError, True),
+    ],
+)
+async def test_cancel_documented_failures_keep_their_class(
+    status: int, expected: type[ProviderStatusError], retryable: bool
+) -> None:
+    adapter = _adapter(_answer(status, {"statusCode": status, "errors": []}))
+    with pytest.raises(expected) as caught:
+        await adapter.cancel(_request(), REFUND_ID)
+    assert caught.value.retryable is retryable
+
+
+async def test_error_type_decides_not_the_message() -> None:
+    def over(message: str) -> Handler:
+        errors = [{"errorType": "REFUND_AMOUNT_TOO_LARGE", "message": message}]
+        return _answer(400, {"statusCode": 400, "errors": errors})
+
+    for message in ("", "Zwrot przekracza kwote platnosci", "Payment is not CONFIRMED"):
+        with pytest.raises(AmountExceedsRefundableError):
+            await _adapter(over(message)).submit(_request())
 
 
 async def test_unreadable_success_answer_is_a_retryable_server_error() -> None:
@@ -214,6 +322,8 @@ async def test_check_refundable_reports_the_payment_state() -> None:
     seen: list[httpx.Request] = []
     adapter = _adapter(_answer(200, {"paymentId": PAYMENT_ID, "status": "CONFIRMED"}), seen)
     check = await adapter.check_refundable(_request())
+    # Paynow tells no remainder: what we refunded ourselves changes nothing here.
+    assert await adapter.check_refundable(_request(), known_refunded_minor=10**9) == check
     assert seen[0].url.path == f"/paynow/v3/payments/{PAYMENT_ID}/status"
     _assert_signed(seen[0])
     assert check.payment_id == PAYMENT_ID

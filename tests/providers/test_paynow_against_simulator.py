@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from core.models import ProviderName, ProviderRefundStatus, RefundRequest
+from core.models import ProviderName, ProviderRefundStatus, RefundRequest, Transfer
 from providers.errors import (
     AmountExceedsRefundableError,
     AuthenticationError,
@@ -95,6 +95,14 @@ class Stack:
         response = await self.client().post("_sim/faults", json=spec)
         assert response.status_code == 201
 
+    async def fund(self, payment_id: str) -> None:
+        response = await self.client().post(f"_sim/payments/{payment_id}/fund")
+        assert response.status_code == 200, response.text
+
+    async def advance_clock(self, seconds: float) -> None:
+        response = await self.client().post("_sim/clock", json={"advance_s": seconds})
+        assert response.status_code == 200, response.text
+
 
 @pytest.fixture(scope="module")
 def socket_sim() -> Iterator[tuple[PaynowSimulator, str]]:
@@ -149,6 +157,8 @@ async def test_submit_then_resubmit_makes_one_refund(stack: Stack) -> None:
     assert first.refund_id == again.refund_id
     assert first.status is ProviderRefundStatus.PENDING
     assert first.raw_status == "NEW"
+    # No voucher: Paynow states no amount and never a currency.
+    assert (first.amount_minor, first.currency) == (None, None)
     journal = stack.sim.core.journal()
     assert journal["refunds_per_key"][request.idempotency_key] == 1
     assert journal["refunds_per_payment"][payment_id] == 1
@@ -203,8 +213,10 @@ async def test_cancel_too_late(stack: Stack) -> None:
     request = _refund(payment_id)
     refund = await adapter.submit(request)
     await adapter.get_refund(request, refund.refund_id)  # now PENDING
-    with pytest.raises(RefundNotCancellableError, match="only NEW refunds"):
+    with pytest.raises(RefundNotCancellableError) as caught:
         await adapter.cancel(request, refund.refund_id)
+    assert caught.value.status_code == 400
+    assert not caught.value.retryable
 
 
 async def test_over_refund(stack: Stack) -> None:
@@ -227,15 +239,71 @@ async def test_insufficient_funds(stack: Stack) -> None:
 
 
 async def test_submit_on_a_payment_not_confirmed(stack: Stack) -> None:
+    # A 400 VALIDATION_ERROR, final: which errorType Paynow answers is undocumented, and the
+    # message's words are not read (check_refundable is what names the payment's state).
     payment_id = await stack.new_payment("not_confirmed")
-    with pytest.raises(PaymentNotRefundableError):
+    with pytest.raises(ProviderValidationError) as caught:
         await stack.adapter().submit(_refund(payment_id))
+    assert caught.value.provider_code == "VALIDATION_ERROR"
+    assert not caught.value.retryable
 
 
 async def test_below_the_card_minimum(stack: Stack) -> None:
     payment_id = await stack.new_payment("succeeds", method="card")
-    with pytest.raises(ProviderValidationError, match="minimum"):
+    with pytest.raises(ProviderValidationError) as caught:
         await stack.adapter().submit(_refund(payment_id, 99))
+    assert caught.value.provider_code == "REFUND_AMOUNT_TOO_SMALL"
+
+
+async def test_voucher_refund_reports_paynow_amounts(stack: Stack) -> None:
+    payment_id = await stack.new_payment("voucher", amount_minor=10_000)  # 40% by voucher
+    refund = await stack.adapter().submit(_refund(payment_id, 2500))
+    assert (refund.payer_amount_minor, refund.voucher_amount_minor) == (1500, 1000)
+    assert refund.amount_minor == 2500
+    assert refund.currency is None
+
+
+async def test_transfers_only_on_marketplace_payments(stack: Stack) -> None:
+    adapter = stack.adapter()
+    transfers = (Transfer(seller_id="seller-1", gross_amount_minor=1000, fee_amount_minor=20),)
+    plain = await stack.new_payment("succeeds")
+    with pytest.raises(ProviderValidationError):
+        await adapter.submit(_refund(plain, 1000, transfers=transfers))
+    marketplace = await stack.new_payment("marketplace")
+    refund = await adapter.submit(_refund(marketplace, 1000, transfers=transfers))
+    assert refund.status is ProviderRefundStatus.PENDING
+    with pytest.raises(ProviderValidationError):
+        await adapter.submit(_refund(marketplace, 1000))
+
+
+async def test_awaiting_refund_waits_for_funds_then_succeeds(stack: Stack) -> None:
+    payment_id = await stack.new_payment("awaiting_funds")
+    adapter = stack.adapter()
+    request = _refund(payment_id)
+    refund = await adapter.submit(request)
+    assert refund.raw_status == "NEW"
+    assert refund.pending_may_last_s == 120 * 3600
+    for _ in range(5):
+        still = await adapter.get_refund(request, refund.refund_id)
+        assert (still.raw_status, still.pending_may_last_s) == ("NEW", 120 * 3600)
+    await stack.fund(payment_id)
+    moving = await adapter.get_refund(request, refund.refund_id)
+    assert (moving.raw_status, moving.pending_may_last_s) == ("PENDING", None)
+    final = await adapter.get_refund(request, refund.refund_id)
+    assert final.status is ProviderRefundStatus.SUCCEEDED
+
+
+async def test_awaiting_refund_not_funded_in_time_is_cancelled_by_paynow(stack: Stack) -> None:
+    payment_id = await stack.new_payment("awaiting_funds")
+    adapter = stack.adapter()
+    request = _refund(payment_id)
+    refund = await adapter.submit(request)
+    await stack.advance_clock(120 * 3600)
+    cancelled = await adapter.get_refund(request, refund.refund_id)
+    assert cancelled.status is ProviderRefundStatus.CANCELED
+    assert cancelled.raw_status == "CANCELLED"
+    with pytest.raises(RefundNotCancellableError):
+        await adapter.cancel(request, refund.refund_id)
 
 
 async def test_key_reused_with_another_amount(stack: Stack) -> None:

@@ -76,108 +76,94 @@ class Row:
     provider_code: str | None = None
 
 
+def _final(
+    name: str,
+    status: int,
+    error_type: str | None,
+    expected: type[ProviderStatusError],
+    *,
+    operation: str = "submit",
+    message: str = "refused",
+) -> Row:
+    """A final (non-retryable, outcome known) row whose body carries ``error_type``."""
+    body = _body(status, error_type, message) if error_type is not None else None
+    return Row(
+        name,
+        status,
+        body,
+        expected,
+        False,
+        False,
+        operation=operation,
+        provider_code=error_type,
+    )
+
+
 ROWS = [
-    Row(
-        "validation",
-        400,
-        _body(400, "VALIDATION_ERROR", "amount: must be a positive integer"),
-        ProviderValidationError,
-        False,
-        False,
-        provider_code="VALIDATION_ERROR",
-    ),
+    _final("validation", 400, "VALIDATION_ERROR", ProviderValidationError),
     Row("400 without a Paynow body", 400, None, BadRequestError, False, False),
-    Row(
-        "over-refund",
+    _final("400 with an unknown errorType", 400, "SOMETHING_NEW", BadRequestError),
+    # Business errorTypes (only INSUFFICIENT_BALANCE_FUNDS is documented; the rest unconfirmed).
+    _final("over-refund", 400, "REFUND_AMOUNT_TOO_LARGE", AmountExceedsRefundableError),
+    _final("too small", 400, "REFUND_AMOUNT_TOO_SMALL", ProviderValidationError),
+    _final("refund expired", 400, "REFUND_POSSIBILITY_EXPIRED", PaymentNotRefundableError),
+    _final("insufficient balance", 400, "INSUFFICIENT_BALANCE_FUNDS", InsufficientBalanceError),
+    _final(
+        "insufficient card balance",
         400,
-        _body(
-            400,
-            "VALIDATION_ERROR",
-            "Refund amount 5000 exceeds the amount available for refund (4000 of 10000 PLN)",
-        ),
+        "INSUFFICIENT_CARD_BALANCE_FUNDS",
+        InsufficientBalanceError,
+    ),
+    _final("over-refund at 422", 422, "REFUND_AMOUNT_TOO_LARGE", AmountExceedsRefundableError),
+    _final("over-refund at 403", 403, "REFUND_AMOUNT_TOO_LARGE", AmountExceedsRefundableError),
+    _final("lower-case errorType", 400, "refund_amount_too_large", AmountExceedsRefundableError),
+    # The words of a message never decide: a VALIDATION_ERROR stays one whatever it says.
+    _final(
+        "over-refund words, validation type",
+        400,
+        "VALIDATION_ERROR",
+        ProviderValidationError,
+        message="Refund amount 5000 exceeds the amount available for refund",
+    ),
+    _final(
+        "not-confirmed words, validation type",
+        400,
+        "VALIDATION_ERROR",
+        ProviderValidationError,
+        message="Payment is not CONFIRMED: only CONFIRMED payments can be refunded",
+    ),
+    Row(
+        "a business type beside VALIDATION_ERROR decides",
+        400,
+        {
+            "statusCode": 400,
+            "errors": [
+                {"errorType": "VALIDATION_ERROR", "message": "amount"},
+                {"errorType": "REFUND_AMOUNT_TOO_LARGE", "message": "amount"},
+            ],
+        },
         AmountExceedsRefundableError,
         False,
         False,
-        provider_code="VALIDATION_ERROR",
+        provider_code="REFUND_AMOUNT_TOO_LARGE",
     ),
-    Row(
-        "payment not confirmed",
-        400,
-        _body(
-            400,
-            "VALIDATION_ERROR",
-            "Payment ABCD-123-456-789 is not CONFIRMED (status PENDING): "
-            "only CONFIRMED payments can be refunded",
-        ),
-        PaymentNotRefundableError,
-        False,
-        False,
-    ),
-    Row(
-        "insufficient balance",
-        400,
-        _body(400, "INSUFFICIENT_BALANCE_FUNDS", "Insufficient funds"),
-        InsufficientBalanceError,
-        False,
-        False,
-        provider_code="INSUFFICIENT_BALANCE_FUNDS",
-    ),
-    Row(
-        "cancel too late",
-        400,
-        _body(400, "VALIDATION_ERROR", "Refund cannot be cancelled: its status is PENDING"),
-        RefundNotCancellableError,
-        False,
-        False,
-        operation="cancel",
-    ),
-    Row(
-        "unauthorized",
-        401,
-        _body(401, "UNAUTHORIZED", "Invalid Api-Key"),
-        AuthenticationError,
-        False,
-        False,
-        provider_code="UNAUTHORIZED",
-    ),
-    Row("forbidden", 403, _body(403, "FORBIDDEN", "Forbidden"), ForbiddenError, False, False),
-    Row(
-        "not found",
-        404,
-        _body(404, "NOT_FOUND", "Payment not found"),
-        NotFoundError,
-        False,
-        False,
-        provider_code="NOT_FOUND",
-    ),
-    Row(
-        "not found on cancel stays not found",
-        404,
-        _body(404, "NOT_FOUND", "Refund not found"),
-        NotFoundError,
-        False,
-        False,
-        operation="cancel",
-    ),
+    # Statuses that say "not you" or "try again" keep their meaning whatever type rides along.
+    _final("unauthorized", 401, "UNAUTHORIZED", AuthenticationError),
+    _final("401 with a business type", 401, "INSUFFICIENT_BALANCE_FUNDS", AuthenticationError),
+    _final("forbidden", 403, None, ForbiddenError),
+    _final("not found", 404, "NOT_FOUND", NotFoundError),
+    _final("404 with a business type", 404, "REFUND_AMOUNT_TOO_LARGE", NotFoundError),
     Row("request timeout", 408, None, RequestTimeoutError, True, True),
     Row("conflict", 409, None, ConflictError, True, False),
     Row(
-        "conflict on cancel stays retryable",
+        "409 with a business type stays a conflict",
         409,
-        None,
+        _body(409, "REFUND_AMOUNT_TOO_LARGE", "later"),
         ConflictError,
         True,
         False,
-        operation="cancel",
     ),
-    Row(
-        "idempotency key reused",
-        422,
-        _body(422, "VALIDATION_ERROR", "Idempotency-Key was already used"),
-        ProviderValidationError,
-        False,
-        False,
-    ),
+    _final("idempotency key reused", 422, "VALIDATION_ERROR", ProviderValidationError),
     Row(
         "rate limited, seconds",
         429,
@@ -200,6 +186,14 @@ ROWS = [
     ),
     Row("rate limited, no header", 429, None, RateLimitedError, True, False),
     Row(
+        "rate limited with a business type",
+        429,
+        _body(429, "REFUND_AMOUNT_TOO_LARGE", "later"),
+        RateLimitedError,
+        True,
+        False,
+    ),
+    Row(
         "internal error",
         500,
         _body(500, "INTERNAL_SERVER_ERROR", "Oops"),
@@ -221,6 +215,51 @@ ROWS = [
         provider_code="SYSTEM_TEMPORARILY_UNAVAILABLE",
     ),
     Row("unmapped 4xx", 418, None, ProviderStatusError, False, False),
+    # Cancel documents 200/401/404/500/503 only: anything else ends the cancel attempt.
+    _final("cancel: 400", 400, "VALIDATION_ERROR", RefundNotCancellableError, operation="cancel"),
+    _final(
+        "cancel: 400 with a business type",
+        400,
+        "INSUFFICIENT_BALANCE_FUNDS",
+        RefundNotCancellableError,
+        operation="cancel",
+    ),
+    _final("cancel: 403", 403, None, RefundNotCancellableError, operation="cancel"),
+    _final("cancel: 408", 408, None, RefundNotCancellableError, operation="cancel"),
+    _final("cancel: 409", 409, None, RefundNotCancellableError, operation="cancel"),
+    _final("cancel: 418", 418, None, RefundNotCancellableError, operation="cancel"),
+    _final("cancel: 422", 422, "VALIDATION_ERROR", RefundNotCancellableError, operation="cancel"),
+    _final("cancel: 401", 401, "UNAUTHORIZED", AuthenticationError, operation="cancel"),
+    _final("cancel: 404", 404, "NOT_FOUND", NotFoundError, operation="cancel"),
+    Row(
+        "cancel: 429 stays retryable",
+        429,
+        None,
+        RateLimitedError,
+        True,
+        False,
+        operation="cancel",
+        retry_after="5",
+        expected_retry_after=5.0,
+    ),
+    Row(
+        "cancel: 500 stays retryable",
+        500,
+        _body(500, "INTERNAL_SERVER_ERROR", "Oops"),
+        ServerError,
+        True,
+        True,
+        operation="cancel",
+    ),
+    Row(
+        "cancel: 503 stays retryable",
+        503,
+        _body(503, "SYSTEM_TEMPORARILY_UNAVAILABLE", "later"),
+        ServerError,
+        True,
+        True,
+        operation="cancel",
+    ),
 ]
 
 
@@ -247,7 +286,49 @@ def test_status_ladder(row: Row) -> None:
     else:
         assert error.retry_after == pytest.approx(row.expected_retry_after, abs=3)
     if row.provider_code is not None:
-        assert error.provider_code == row.provider_code
+        assert error.provider_code == row.provider_code.upper()
+
+
+# Every errorType the ladder knows, with the class it gives at 400 on submit.
+BY_TYPE: dict[str, type[ProviderStatusError]] = {
+    "VALIDATION_ERROR": ProviderValidationError,
+    "REFUND_AMOUNT_TOO_LARGE": AmountExceedsRefundableError,
+    "REFUND_AMOUNT_TOO_SMALL": ProviderValidationError,
+    "REFUND_POSSIBILITY_EXPIRED": PaymentNotRefundableError,
+    "INSUFFICIENT_BALANCE_FUNDS": InsufficientBalanceError,
+    "INSUFFICIENT_CARD_BALANCE_FUNDS": InsufficientBalanceError,
+    "NOT_A_PAYNOW_TYPE": BadRequestError,
+}
+# Messages that would have steered a wording-based ladder each to another class.
+MISLEADING_MESSAGES = (
+    "",
+    "Refund amount exceeds the amount available for refund",
+    "Payment is not CONFIRMED: only CONFIRMED payments can be refunded; not refundable",
+    "Insufficient funds on the merchant balance",
+    "Refund cannot be cancelled: only NEW refunds can be cancelled",
+    "amount: is below the minimum",
+)
+
+
+@pytest.mark.parametrize("error_type", sorted(BY_TYPE))
+def test_message_wording_never_changes_the_class(error_type: str) -> None:
+    for message in MISLEADING_MESSAGES:
+        error = error_from_response(
+            _response(400, _body(400, error_type, message)), operation="submit"
+        )
+        assert type(error) is BY_TYPE[error_type], message
+        assert error.provider_code == error_type
+
+
+def test_the_same_status_with_another_error_type_maps_differently() -> None:
+    classes = {
+        error_type: type(
+            error_from_response(_response(400, _body(400, error_type, "x")), operation="submit")
+        )
+        for error_type in BY_TYPE
+    }
+    assert classes == BY_TYPE
+    assert len(set(classes.values())) == 5
 
 
 def test_message_carries_the_provider_text() -> None:
