@@ -47,6 +47,13 @@ class CreateRefundBody(_Request):
 
 
 class CreateRefundAnswer(_Answer):
+    """201 of create refund. ``status`` is NEW, PENDING or SUCCESSFUL.
+
+    ``payerAmount`` (to the buyer) and ``voucherAmount`` (to the voucher card) are "only
+    included if a voucher reservation was used in the payment" (the seed page): absent, Paynow
+    states no amount for the refund. No currency is ever stated (the payment's applies).
+    """
+
     refund_id: str
     status: str
     payer_amount: int | None = None
@@ -70,7 +77,8 @@ class ErrorItem(_Answer):
 
 
 class ErrorAnswer(_Answer):
-    """``{statusCode, errors: [{errorType, message}]}``."""
+    """``{statusCode, errors: [{errorType, message}]}``. ``errorType`` is what the adapter
+    classifies by; ``message`` is for people and never decides anything."""
 
     status_code: int | None = None
     errors: list[ErrorItem] = Field(default_factory=list)
