@@ -56,7 +56,9 @@ class FakeProvider:
     def check_request(self, request: RefundRequest) -> None:
         return None
 
-    async def check_refundable(self, request: RefundRequest) -> RefundableCheck:
+    async def check_refundable(
+        self, request: RefundRequest, *, known_refunded_minor: int = 0
+    ) -> RefundableCheck:
         raise NotImplementedError
 
     async def submit(self, request: RefundRequest) -> ProviderRefund:
