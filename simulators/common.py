@@ -17,19 +17,32 @@ Fault kinds:
 * ``process_then_hang``: process the request (a refund is really made), then hold the answer
   for ``seconds``, longer than the client's timeout: the client sees an unknown outcome.
 * ``drop``: process the request, then close the connection without an answer.
+* ``drop_before``: close the connection without an answer *before* the request is processed:
+  nothing is made, yet the client sees exactly what ``drop`` shows it (the status line, then a
+  broken connection). A client cannot tell the two apart, so it must look before re-sending.
+
+How long a fault lasts:
+
+* ``count`` (default 1): the next ``count`` matching requests, then the fault is gone.
+* ``duration_s``: every matching request for ``duration_s`` seconds from when the fault was
+  queued, however many there are (e.g. a 3-minute 5xx outage:
+  ``{"kind": "status", "status": 503, "duration_s": 180}``). ``count`` and ``duration_s``
+  exclude each other; an expired fault is dropped the next time faults are looked at.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -44,6 +57,7 @@ class FaultKind(StrEnum):
     LATENCY = "latency"
     PROCESS_THEN_HANG = "process_then_hang"
     DROP = "drop"
+    DROP_BEFORE = "drop_before"
 
 
 class FaultSpec(BaseModel):
@@ -57,6 +71,14 @@ class FaultSpec(BaseModel):
     # Only requests whose path contains this (and, if set, whose method matches) are hit.
     path_contains: str | None = None
     method: str | None = None
+    # Instead of a count: every matching request for this many seconds from when it is queued.
+    duration_s: float | None = Field(default=None, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _count_or_duration(self) -> FaultSpec:
+        if self.duration_s is not None and "count" in self.model_fields_set:
+            raise ValueError("give either count or duration_s, not both")
+        return self
 
     def matches(self, method: str, path: str) -> bool:
         if path.startswith(CONTROL_PREFIX) or path.startswith(f"/{CONTROL_PREFIX.strip('/')}"):
@@ -86,12 +108,24 @@ class RefundRecord(BaseModel):
     idempotency_key: str | None = None
 
 
-class SimulatorCore:
-    """Thread-safe faults and journal of one simulator."""
+@dataclass
+class _QueuedFault:
+    spec: FaultSpec
+    # Counted faults: requests left. Timed faults: None.
+    left: int | None
+    # Timed faults: when (on the core's clock) the fault stops applying.
+    until: float | None
 
-    def __init__(self) -> None:
+
+class SimulatorCore:
+    """Thread-safe faults and journal of one simulator.
+
+    ``clock`` (monotonic seconds) times ``duration_s`` faults; tests may pass a fake one."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
-        self._faults: list[FaultSpec] = []
+        self._clock = clock
+        self._faults: list[_QueuedFault] = []
         self.requests: list[JournalEntry] = []
         self.refunds: list[RefundRecord] = []
 
@@ -103,21 +137,38 @@ class SimulatorCore:
 
     def add_faults(self, specs: list[FaultSpec]) -> None:
         with self._lock:
-            self._faults.extend(spec.model_copy() for spec in specs)
+            now = self._clock()
+            for spec in specs:
+                timed = spec.duration_s is not None
+                self._faults.append(
+                    _QueuedFault(
+                        spec=spec.model_copy(),
+                        left=None if timed else spec.count,
+                        until=now + spec.duration_s if spec.duration_s is not None else None,
+                    )
+                )
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
 
     def take_fault(self, method: str, path: str) -> FaultSpec | None:
+        """The first queued fault matching the request, used up by one (counted faults)."""
         with self._lock:
-            for index, spec in enumerate(self._faults):
-                if spec.matches(method, path):
-                    if spec.count <= 1:
+            now = self._clock()
+            # A timed fault applies while now < until: the window is [queued, queued + duration).
+            self._faults = [f for f in self._faults if f.until is None or now < f.until]
+            for index, queued in enumerate(self._faults):
+                if not queued.spec.matches(method, path):
+                    continue
+                spec = queued.spec
+                if queued.left is not None:
+                    # The spec handed out says how many were left, this one included.
+                    spec = spec.model_copy(update={"count": queued.left})
+                    queued.left -= 1
+                    if queued.left <= 0:
                         del self._faults[index]
-                    else:
-                        self._faults[index] = spec.model_copy(update={"count": spec.count - 1})
-                    return spec
+                return spec
         return None
 
     def record_request(self, entry: JournalEntry) -> None:
@@ -223,6 +274,17 @@ class FaultMiddleware:
             await asyncio.sleep(fault.seconds)
             await self.app(scope, receive, recording_send)
             return
+        if fault.kind is FaultKind.DROP_BEFORE:
+            # Nothing is processed. The client sees what ``drop`` shows it: a status line, then
+            # a connection closed mid-answer (an exception before any response would make the
+            # server answer a clean 500 instead, which a client could read as "not processed").
+            start: Message = {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+            await send(start)
+            raise ConnectionAbortedError("simulated connection dropped before processing")
         # process_then_hang / drop: run the app for real, hold its answer back.
         held: list[Message] = []
 

@@ -251,7 +251,8 @@ class MewsSimulator:
         self.client_token = client_token
         self.access_token = access_token
         self.portfolio_access_token = portfolio_access_token
-        self.core = SimulatorCore()
+        # One clock for the rate limit and for timed (``duration_s``) faults.
+        self.core = SimulatorCore(clock=clock)
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._limiter = _SlidingWindow(rate_limit, rate_window_s, clock)

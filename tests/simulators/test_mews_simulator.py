@@ -511,3 +511,84 @@ async def test_seeded_payments_are_an_hour_old(http: httpx.AsyncClient) -> None:
     response = await http.post(GET_ALL, json=by_ids(SEEDED_PAYMENTS[0].payment_id))
     created = datetime.fromisoformat(response.json()["Payments"][0]["CreatedUtc"])
     assert timedelta(minutes=50) < datetime.now(UTC) - created < timedelta(minutes=70)
+
+
+# --- faults: dropped before processing, and timed outages ----------------------------------
+
+
+async def test_drop_before_makes_no_refund(sim: MewsSimulator, http: httpx.AsyncClient) -> None:
+    await http.post("/_sim/faults", json={"kind": "drop_before", "path_contains": "refund"})
+    with pytest.raises(ConnectionAbortedError):
+        await http.post(REFUND, json=refund_body(ValueToRefund=5))
+    journal = sim.core.journal()
+    assert [r["fault"] for r in journal["requests"]] == ["drop_before"]
+    assert journal["refunds"] == []
+    # Nothing on the account either, and the fault is used up.
+    page = await http.post(
+        GET_ALL,
+        json={
+            **CREDENTIALS,
+            "AccountIds": [SEEDED_BY_SCENARIO[Scenario.SUCCEEDS].account_id],
+            "Limitation": {"Count": 10},
+        },
+    )
+    assert [p["Kind"] for p in page.json()["Payments"]] == ["Payment"]
+    assert (await http.post(REFUND, json=refund_body(ValueToRefund=5))).status_code == 200
+
+
+async def test_drop_before_over_a_socket_breaks_the_connection_without_refunding() -> None:
+    sim = MewsSimulator()
+    sim.core.add_faults([FaultSpec(kind=FaultKind.DROP_BEFORE)])
+    with serve_in_thread(sim.app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=5.0) as http:
+            with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+                await http.post(REFUND, json=refund_body(ValueToRefund=5))
+    assert sim.core.journal()["refunds"] == []
+
+
+async def test_a_timed_outage_hits_every_request_then_expires() -> None:
+    clock = Clock()
+    sim = MewsSimulator(clock=clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sim.app), base_url="http://mews.sim"
+    ) as http:
+        queued = await http.post(
+            "/_sim/faults",
+            json={"kind": "status", "status": 503, "duration_s": 180, "path_contains": "refund"},
+        )
+        assert queued.status_code == 201
+        for second in (0.0, 1.0, 60.0, 179.9):
+            clock.now = 1_000.0 + second
+            failed = await http.post(REFUND, json=refund_body(ValueToRefund=1))
+            assert_mews_error(failed, 503)
+        # Other paths are untouched meanwhile.
+        other = await http.post(GET_ALL, json=by_ids(SEEDED_PAYMENTS[0].payment_id))
+        assert other.status_code == 200
+        # [queued, queued + 180 s): at 180 s the outage is over.
+        clock.now = 1_180.0
+        assert (await http.post(REFUND, json=refund_body(ValueToRefund=1))).status_code == 200
+    statuses = [(r["fault"], r["status"]) for r in sim.core.journal()["requests"]]
+    assert statuses == [("status", 503)] * 4 + [(None, 200), (None, 200)]
+    assert len(sim.core.journal()["refunds"]) == 1
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "status", "duration_s": 0},
+        {"kind": "status", "duration_s": -1},
+        {"kind": "status", "duration_s": 180, "count": 2},
+    ],
+)
+async def test_bad_timed_faults_are_refused(
+    sim: MewsSimulator, http: httpx.AsyncClient, spec: dict[str, Any]
+) -> None:
+    assert (await http.post("/_sim/faults", json=spec)).status_code == 422
+    assert (await http.post(REFUND, json=refund_body(ValueToRefund=1))).status_code == 200
+
+
+def test_counted_faults_keep_their_shape() -> None:
+    # The JSON shape of before: no duration_s means a count (1 unless given).
+    spec = FaultSpec.model_validate({"kind": "drop"})
+    assert (spec.count, spec.duration_s) == (1, None)
+    assert FaultSpec.model_validate({"kind": "status", "count": 3}).count == 3
