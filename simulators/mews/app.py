@@ -10,20 +10,42 @@ chooses where they are silent. Choices, all unconfirmed upstream:
   with a normal token ``EnterpriseId`` is ignored, as documented.
 * Malformed JSON, non-UUID ids, an empty ``Reason``, a ``ValueToRefund`` that is not a number,
   is zero or negative or has more decimals than the currency -> 400.
-* An unknown payment (or one on another account or enterprise) -> 400 "Invalid PaymentId."
+* An unknown payment (or one on another enterprise, or a refund given as ``PaymentId``) -> 400
+  "Invalid PaymentId."; a payment on another account -> 400 "Invalid AccountId."
   (Mews lists "invalid identifier of a resource" under 400).
-* Business rules -> 403 with a message for people: :data:`MSG_NOT_REFUNDABLE_TYPE`,
-  :data:`MSG_NOT_CHARGED`, :data:`MSG_EXCEEDS`. The adapter recognises these wordings.
+* Business rules -> 403 (the seed page's 403: "a business-logic check is violated") with
+  ``{Message, RequestId, Details}`` and a message for people: :data:`MSG_NOT_REFUNDABLE_TYPE`,
+  :data:`MSG_NOT_CHARGED`, :data:`MSG_EXCEEDS`. Which of 400 and 403
+  Mews uses for these is unconfirmed (PROVIDERS.md, Mews, "Unconfirmed"); both are final. The
+  wording is ours, not Mews': **no client may rely on it**, only on the status.
 * Several partial refunds are allowed; the live ones (not Failed/Canceled) plus the new one
-  may not exceed the payment. No ``ValueToRefund`` means the whole payment.
+  may not exceed the payment. No ``ValueToRefund`` means the whole payment. Mews knows which
+  payment a refund refunded; it just never says so (below).
 * **No idempotency**: every accepted refund request makes a new refund.
-* In ``payments/getAll`` a refund is a payment with ``Kind: Refund`` and a **negative**
-  ``Amount.GrossValue``/``NetValue``; the refund answer's ``Amount.Value`` is positive
-  (the docs call it an absolute value).
-* getAll: ``Limitation.Count`` 1..1000, at least one filter (``PaymentIds``, ``AccountIds``
-  <= 100, ``CreatedUtc``, ``UpdatedUtc``, ``States``, ``Currency``), intervals at most three
-  calendar months; results ordered by ``CreatedUtc`` then ``Id``; ``Cursor`` is the ``Id`` of
-  the last item returned (null on an empty page).
+* A refund is a payment of ``Kind: Refund`` on the **same account** as the payment refunded,
+  and carries **no link** to that payment (PROVIDERS.md, Mews: "A customer account holds many
+  payments"). An account holds many payments (see :mod:`simulators.mews.seed`), so a lookup by
+  account cannot attribute a refund to one of them.
+* Sign: the refund answer's ``Amount.Value`` is positive (seed page: "Absolute value"). The
+  sign of a refund's ``Amount`` in getAll is undocumented (PROVIDERS.md: "payments may show
+  negative values"); the harsher reading is taken: **negative** ``GrossValue``/``NetValue``.
+* getAll (PROVIDERS.md, Mews, getAll):
+
+  - ``Limitation.Count`` 1..1000 is required; ``Limitation.Cursor`` optional.
+  - At least one **filter**: ``PaymentIds`` (<= 1000), ``AccountIds`` (<= 100), ``BillIds``,
+    ``ReservationIds``, or an interval ``CreatedUtc``/``UpdatedUtc``/``ChargedUtc``/
+    ``ClosedUtc``; else 400. ``States`` and (Portfolio token) ``EnterpriseIds`` narrow a
+    filtered query but are not filters: alone they get the 400. ``Currency`` is **not a
+    filter**: it converts every ``Amount`` into that currency (at the fixed made-up
+    :data:`SIM_EUR_RATES`; 400 for a pair the simulator cannot convert), ``OriginalAmount``
+    keeps the payment's own. Fields the docs do not list are ignored (they filter nothing).
+  - Intervals ``{StartUtc, EndUtc}`` are half-open, ``StartUtc <= x < EndUtc``, and at most
+    three calendar months long (400 beyond). Simulated payments sit on no bill and are never
+    closed: ``BillIds``, ``ReservationIds`` and ``ClosedUtc`` are valid filters matching none.
+  - Order: the docs state none that a client could rely on; the harsher reading is taken,
+    **newest first** (``CreatedUtc`` then ``Id``, descending). ``Cursor`` is the ``Id`` of the
+    last (oldest) item returned, null on an empty page; the next page holds the items after
+    it in that order. A cursor naming no payment -> 400.
 * Rate limit: ``rate_limit`` accepted requests per ``AccessToken`` per sliding
   ``rate_window_s``, then 429 with ``Retry-After`` in whole seconds.
 
@@ -44,7 +66,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Context, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -86,6 +108,16 @@ MSG_RATE_LIMITED = "Too many requests. The limit is {limit} requests per {window
 
 MAX_COUNT = 1000
 MAX_ACCOUNT_IDS = 100
+# Not documented for BillIds/ReservationIds: the PaymentIds cap is taken.
+MAX_OTHER_IDS = 1000
+INTERVALS = ("CreatedUtc", "UpdatedUtc", "ChargedUtc", "ClosedUtc")
+# Made-up conversion rates for getAll's Currency (EUR per unit): the demo currencies
+# (PROVIDERS.md: "demo accepts GBP, EUR, USD").
+SIM_EUR_RATES: dict[str, Decimal] = {
+    "EUR": Decimal(1),
+    "GBP": Decimal("1.17"),
+    "USD": Decimal("0.92"),
+}
 MAX_INTERVAL_MONTHS = 3
 _DEAD = ("Failed", "Canceled")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -153,7 +185,9 @@ class _Entry:
     created_utc: datetime
     updated_utc: datetime
     scenario: Scenario
-    # Refunds only: the payment refunded, the state script and where in it we are.
+    charged_utc: datetime | None = None
+    # Refunds only: the payment refunded (Mews' own bookkeeping, never shown in an answer),
+    # the state script and where in it we are.
     refunded_payment_id: str | None = None
     script: tuple[str, ...] = ()
     step: int = 0
@@ -194,6 +228,8 @@ class CreatePayment(BaseModel):
     type: str | None = Field(default=None, min_length=1, max_length=64)
     state: str | None = None
     refunded_minor: int | None = Field(default=None, ge=0, strict=True)
+    # An existing account to add the payment to (404 if unknown); a new account when unset.
+    account_id: uuid.UUID | None = None
 
     @field_validator("currency")
     @classmethod
@@ -287,7 +323,9 @@ class MewsSimulator:
                     scenario=seed.scenario,
                     payment_id=seed.payment_id,
                     account_id=seed.account_id,
-                    created=created,
+                    created=created - timedelta(seconds=seed.older_by_s),
+                    amount_minor=seed.amount_minor,
+                    currency=seed.currency,
                     earlier_refund_id=seed.earlier_refund_id,
                 )
 
@@ -306,18 +344,20 @@ class MewsSimulator:
         earlier_refund_id: str | None = None,
     ) -> _Entry:
         template = TEMPLATES[scenario]
+        payment_state = state or template.state
         payment = _Entry(
             id=payment_id,
             account_id=account_id,
             enterprise_id=ENTERPRISE_ID,
             kind="Payment",
             type=type_ or template.type,
-            state=state or template.state,
+            state=payment_state,
             currency=currency or template.currency,
             amount_minor=amount_minor if amount_minor is not None else template.amount_minor,
             created_utc=created,
             updated_utc=created,
             scenario=scenario,
+            charged_utc=created if payment_state == "Charged" else None,
         )
         self._entries[payment.id] = payment
         earlier = refunded_minor if refunded_minor is not None else template.refunded_minor
@@ -335,6 +375,7 @@ class MewsSimulator:
                 created_utc=refund_at,
                 updated_utc=refund_at,
                 scenario=scenario,
+                charged_utc=refund_at,
                 refunded_payment_id=payment.id,
                 script=("Charged",),
             )
@@ -507,6 +548,7 @@ class MewsSimulator:
                 created_utc=now,
                 updated_utc=now,
                 scenario=payment.scenario,
+                charged_utc=now if script[0] == "Charged" else None,
                 refunded_payment_id=payment.id,
                 script=script,
             )
@@ -545,54 +587,69 @@ class MewsSimulator:
         if cursor is not None and not isinstance(cursor, str):
             raise MewsRequestError(400, "Invalid Limitation.Cursor.")
 
-        tests: list[Callable[[_Entry], bool]] = []
+        # Filters (PROVIDERS.md, Mews, getAll: "only these count as filters").
+        filters: list[Callable[[_Entry], bool]] = []
         payment_ids = _id_list(body, "PaymentIds", MAX_COUNT)
         if payment_ids is not None:
-            tests.append(lambda e: e.id in payment_ids)
+            filters.append(lambda e: e.id in payment_ids)
         account_ids = _id_list(body, "AccountIds", MAX_ACCOUNT_IDS)
         if account_ids is not None:
-            tests.append(lambda e: e.account_id in account_ids)
-        for name in ("CreatedUtc", "UpdatedUtc"):
+            filters.append(lambda e: e.account_id in account_ids)
+        for name in ("BillIds", "ReservationIds"):
+            if _id_list(body, name, MAX_OTHER_IDS) is not None:
+                # No simulated payment sits on a bill or a reservation.
+                filters.append(lambda e: False)
+        for name in INTERVALS:
             interval = _interval(body, name)
             if interval is not None:
-                tests.append(_in_interval(name, *interval))
-        states = body.get("States")
-        if states is not None:
-            if not isinstance(states, list) or not states:
-                raise MewsRequestError(400, "Invalid States.")
-            tests.append(lambda e: e.state in states)
-        currency = body.get("Currency")
-        if currency is not None:
-            if currency not in CURRENCY_EXPONENTS:
-                raise MewsRequestError(400, "Invalid Currency.")
-            tests.append(lambda e: e.currency == currency)
-        if not tests:
+                filters.append(_in_interval(name, *interval))
+        if not filters:
             raise MewsRequestError(
                 400,
-                "At least one filter must be specified (PaymentIds, AccountIds, CreatedUtc, "
-                "UpdatedUtc, States or Currency).",
+                "At least one filter must be specified (PaymentIds, AccountIds, BillIds, "
+                "ReservationIds, CreatedUtc, UpdatedUtc, ChargedUtc or ClosedUtc).",
             )
+        # Narrowing, not filters: they only apply next to a filter (checked above).
+        narrowing: list[Callable[[_Entry], bool]] = []
+        states = body.get("States")
+        if states is not None:
+            if (
+                not isinstance(states, list)
+                or not states
+                or not all(isinstance(x, str) and x in PAYMENT_STATES for x in states)
+            ):
+                raise MewsRequestError(400, "Invalid States.")
+            narrowing.append(lambda e: e.state in states)
         # With a normal token the scope is its one enterprise; a Portfolio token sees all.
         enterprise_ids = _id_list(body, "EnterpriseIds", MAX_COUNT) if portfolio else None
         if enterprise_ids is not None:
-            tests.append(lambda e: e.enterprise_id in enterprise_ids)
+            narrowing.append(lambda e: e.enterprise_id in enterprise_ids)
+        # Not a filter at all: the currency amounts are converted to.
+        currency = body.get("Currency")
+        if currency is not None and (
+            not isinstance(currency, str) or currency not in CURRENCY_EXPONENTS
+        ):
+            raise MewsRequestError(400, "Invalid Currency.")
+        tests = filters + narrowing
 
         with self._lock:
+            # Newest first (the harsher reading: the docs promise no order).
             matching = sorted(
                 (e for e in self._entries.values() if all(test(e) for test in tests)),
-                key=lambda e: (e.created_utc, e.id),
+                key=_order_key,
+                reverse=True,
             )
-            start = 0
             if cursor is not None:
-                ids = [e.id for e in matching]
-                if cursor.lower() not in ids:
+                after = self._entries.get(cursor.lower())
+                if after is None:
                     raise MewsRequestError(400, "Invalid Limitation.Cursor.")
-                start = ids.index(cursor.lower()) + 1
-            page = matching[start : start + count]
+                # The items after the cursor's in the same order, whether or not it matches.
+                matching = [e for e in matching if _order_key(e) < _order_key(after)]
+            page = matching[:count]
             if payment_ids is not None:
                 for entry in page:
                     self._advance_locked(entry)
-            rendered = [_render(entry) for entry in page]
+            rendered = [_render(entry, currency) for entry in page]
         return {"Payments": rendered, "Cursor": page[-1].id if page else None}
 
     def _advance_locked(self, entry: _Entry) -> None:
@@ -603,6 +660,8 @@ class MewsSimulator:
         if state != entry.state:
             entry.state = state
             entry.updated_utc = datetime.now(UTC)
+            if state == "Charged":
+                entry.charged_utc = entry.updated_utc
 
     # --- control ----------------------------------------------------------------------------
 
@@ -626,10 +685,15 @@ class MewsSimulator:
         if refunded > amount:
             return JSONResponse({"error": "refunded_minor is more than amount_minor"}, 422)
         with self._lock:
+            account_id = str(spec.account_id) if spec.account_id else str(uuid.uuid4())
+            if spec.account_id is not None and not any(
+                e.account_id == account_id for e in self._entries.values()
+            ):
+                return JSONResponse({"error": f"unknown account_id {account_id}"}, 404)
             payment = self._add_payment_locked(
                 scenario=spec.scenario,
                 payment_id=str(uuid.uuid4()),
-                account_id=str(uuid.uuid4()),
+                account_id=account_id,
                 # A second in the past, so the payment sorts before anything refunded later.
                 created=datetime.now(UTC) - timedelta(seconds=1),
                 amount_minor=amount,
@@ -666,9 +730,11 @@ def _interval(body: dict[str, Any], name: str) -> tuple[datetime, datetime] | No
             moment = datetime.fromisoformat(text) if isinstance(text, str) else None
         except ValueError:
             moment = None
-        if moment is None:
+        # "Datetimes are ISO 8601 UTC" (PROVIDERS.md): another offset is refused, a time
+        # without one is read as UTC.
+        if moment is None or moment.utcoffset() not in (None, timedelta(0)):
             raise MewsRequestError(400, f"Invalid {name}.{key}: an ISO 8601 UTC time is needed.")
-        bounds.append(moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment)
+        bounds.append(moment.replace(tzinfo=UTC))
     start, end = bounds
     if end < start:
         raise MewsRequestError(400, f"Invalid {name}: EndUtc is before StartUtc.")
@@ -681,14 +747,46 @@ def _interval(body: dict[str, Any], name: str) -> tuple[datetime, datetime] | No
 
 
 def _in_interval(name: str, start: datetime, end: datetime) -> Callable[[_Entry], bool]:
-    if name == "CreatedUtc":
-        return lambda e: start <= e.created_utc <= end
-    return lambda e: start <= e.updated_utc <= end
+    """Half-open, ``start <= x < end`` (PROVIDERS.md, Mews, getAll); no time, no match."""
+
+    def moment(entry: _Entry) -> datetime | None:
+        if name == "CreatedUtc":
+            return entry.created_utc
+        if name == "UpdatedUtc":
+            return entry.updated_utc
+        if name == "ChargedUtc":
+            return entry.charged_utc
+        return None  # ClosedUtc: simulated payments are never closed.
+
+    def test(entry: _Entry) -> bool:
+        at = moment(entry)
+        return at is not None and start <= at < end
+
+    return test
 
 
-def _render(entry: _Entry) -> dict[str, Any]:
-    value = _wire_amount(entry.amount_minor, entry.currency)
-    amount = {"Currency": entry.currency, "NetValue": value, "GrossValue": value, "TaxValues": []}
+def _order_key(entry: _Entry) -> tuple[datetime, str]:
+    return entry.created_utc, entry.id
+
+
+def _converted_minor(amount_minor: int, source: str, target: str) -> int:
+    """``amount_minor`` of ``source`` in ``target`` minor units, at :data:`SIM_EUR_RATES`."""
+    if source == target:
+        return amount_minor
+    if source not in SIM_EUR_RATES or target not in SIM_EUR_RATES:
+        raise MewsRequestError(400, f"Invalid Currency: cannot convert {source} to {target}.")
+    value = minor_to_decimal(amount_minor, source) * SIM_EUR_RATES[source] / SIM_EUR_RATES[target]
+    return int(value.scaleb(CURRENCY_EXPONENTS[target]).quantize(Decimal(1), ROUND_HALF_EVEN))
+
+
+def _render(entry: _Entry, currency: str | None = None) -> dict[str, Any]:
+    own = _wire_amount(entry.amount_minor, entry.currency)
+    original = {"Currency": entry.currency, "NetValue": own, "GrossValue": own, "TaxValues": []}
+    amount = dict(original)
+    if currency is not None and currency != entry.currency:
+        converted = _converted_minor(entry.amount_minor, entry.currency, currency)
+        value = _wire_amount(converted, currency)
+        amount = {"Currency": currency, "NetValue": value, "GrossValue": value, "TaxValues": []}
     return {
         "Id": entry.id,
         "EnterpriseId": entry.enterprise_id,
@@ -698,9 +796,9 @@ def _render(entry: _Entry) -> dict[str, Any]:
         "Type": entry.type,
         "State": entry.state,
         "Amount": amount,
-        "OriginalAmount": dict(amount),
+        "OriginalAmount": original,
         "CreatedUtc": _wire_time(entry.created_utc),
         "UpdatedUtc": _wire_time(entry.updated_utc),
-        "ChargedUtc": _wire_time(entry.updated_utc) if entry.state == "Charged" else None,
+        "ChargedUtc": _wire_time(entry.charged_utc) if entry.charged_utc else None,
         "Notes": None,
     }

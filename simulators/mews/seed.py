@@ -1,8 +1,19 @@
 """The Mews simulator's fixed world: demo tokens, scenarios and seeded payments.
 
-Every id here is a fixed UUID, so scripts, docs and tests can name them across runs. Each
-seeded payment sits alone on its own account: the adapter's "refunds on the same account"
-reading of what is left to refund is then exact.
+Every id here is a fixed UUID, so scripts, docs and tests can name them across runs.
+
+A Mews customer account holds many payments (a guest's stay, deposits, extras), and a refund is
+a payment of ``Kind: Refund`` on the same account with no documented link to the payment it
+refunds (PROVIDERS.md, Mews: "A customer account holds many payments"). So the seed has both:
+
+* one payment per scenario, each on its own account (``a1c0ffee-000N-...``);
+* a **shared account** :data:`SHARED_ACCOUNT_ID` (``a1c0ffee-0100-4b2c-9d3e-4f5a6b7c8d00``)
+  holding two Charged ``CreditCardPayment`` payments, both of scenario ``succeeds``:
+  :data:`SHARED_PAYMENT_A_ID` (``6d1b2c3a-0101-...``, 250.50 EUR, ten minutes older) and
+  :data:`SHARED_PAYMENT_B_ID` (``6d1b2c3a-0102-...``, 100.00 EUR). Refunds of either land on
+  that account, indistinguishable by payment in ``payments/getAll``.
+
+``POST /_sim/payments`` with an ``account_id`` adds a payment to an existing account.
 
 Scenarios say how a payment behaves when refunded. A refund starts in the first state of its
 scenario's script; every ``payments/getAll`` read that returns it by ``PaymentIds`` moves it one
@@ -81,6 +92,16 @@ class SeedPayment:
     scenario: Scenario
     # Only for payments seeded with an earlier refund (partly_refunded).
     earlier_refund_id: str | None = None
+    # Overrides of the scenario's template.
+    amount_minor: int | None = None
+    currency: str | None = None
+    # Created this many seconds before the other seeded payments (which are an hour old).
+    older_by_s: int = 0
+
+
+SHARED_ACCOUNT_ID = "a1c0ffee-0100-4b2c-9d3e-4f5a6b7c8d00"
+SHARED_PAYMENT_A_ID = "6d1b2c3a-0101-4a5b-8c6d-7e8f9a0b1c11"
+SHARED_PAYMENT_B_ID = "6d1b2c3a-0102-4a5b-8c6d-7e8f9a0b1c12"
 
 
 SEEDED_PAYMENTS: tuple[SeedPayment, ...] = (
@@ -120,6 +141,23 @@ SEEDED_PAYMENTS: tuple[SeedPayment, ...] = (
         Scenario.PARTLY_REFUNDED,
         earlier_refund_id="7e2c3d4b-0007-4b6c-9d7e-8f9a0b1c2d07",
     ),
+    # Two payments on one account (see the module docstring).
+    SeedPayment(
+        SHARED_PAYMENT_A_ID,
+        SHARED_ACCOUNT_ID,
+        Scenario.SUCCEEDS,
+        amount_minor=25_050,
+        currency="EUR",
+        older_by_s=600,
+    ),
+    SeedPayment(
+        SHARED_PAYMENT_B_ID,
+        SHARED_ACCOUNT_ID,
+        Scenario.SUCCEEDS,
+        amount_minor=10_000,
+        currency="EUR",
+    ),
 )
 
-SEEDED_BY_SCENARIO: dict[Scenario, SeedPayment] = {p.scenario: p for p in SEEDED_PAYMENTS}
+# The first (single-account) seeded payment of each scenario: reversed, so the first wins.
+SEEDED_BY_SCENARIO: dict[Scenario, SeedPayment] = {p.scenario: p for p in reversed(SEEDED_PAYMENTS)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,13 @@ from simulators.mews import (
     MewsSimulator,
     Scenario,
 )
-from simulators.mews.seed import ENTERPRISE_ID, SEEDED_BY_SCENARIO
+from simulators.mews.seed import (
+    ENTERPRISE_ID,
+    SEEDED_BY_SCENARIO,
+    SHARED_ACCOUNT_ID,
+    SHARED_PAYMENT_A_ID,
+    SHARED_PAYMENT_B_ID,
+)
 from simulators.serving import serve_in_thread
 
 REFUND = "/api/connector/v1/payments/refund"
@@ -301,7 +308,7 @@ async def test_three_calendar_months_is_allowed(http: httpx.AsyncClient) -> None
     assert response.json() == {"Payments": [], "Cursor": None}
 
 
-async def test_cursor_paging(http: httpx.AsyncClient) -> None:
+async def test_cursor_paging_newest_first(http: httpx.AsyncClient) -> None:
     for value in (1, 2, 3):
         await http.post(REFUND, json=refund_body(ValueToRefund=value))
     body = {
@@ -310,23 +317,48 @@ async def test_cursor_paging(http: httpx.AsyncClient) -> None:
         "Limitation": {"Count": 2},
     }
     seen: list[dict[str, Any]] = []
+    cursors: list[str | None] = []
     cursor: str | None = None
-    pages = 0
     while True:
         page = (
             await http.post(GET_ALL, json={**body, "Limitation": {"Count": 2, "Cursor": cursor}})
         ).json()
-        pages += 1
         seen.extend(page["Payments"])
+        cursors.append(page["Cursor"])
         if page["Cursor"] is None or len(page["Payments"]) < 2:
             break
+        # The cursor is the id of the last (oldest) item of the page.
+        assert page["Cursor"] == page["Payments"][-1]["Id"]
         cursor = page["Cursor"]
     # 4 items in pages of 2: two full pages, then an empty one with a null Cursor.
-    assert pages == 3
-    assert [p["Kind"] for p in seen] == ["Payment", "Refund", "Refund", "Refund"]
-    assert [p["Amount"]["GrossValue"] for p in seen] == [100, -1, -2, -3]
+    assert cursors[-1] is None
+    assert len(cursors) == 3
+    # Newest first: the refunds (newest last made first), then the payment.
+    assert [p["Kind"] for p in seen] == ["Refund", "Refund", "Refund", "Payment"]
+    assert [p["Amount"]["GrossValue"] for p in seen] == [-3, -2, -1, 100]
     created = [p["CreatedUtc"] for p in seen]
-    assert created == sorted(created)
+    assert created == sorted(created, reverse=True)
+    assert len({p["Id"] for p in seen}) == 4
+
+
+async def test_a_cursor_continues_after_its_item_even_if_new_ones_arrive(
+    http: httpx.AsyncClient,
+) -> None:
+    for value in (1, 2):
+        await http.post(REFUND, json=refund_body(ValueToRefund=value))
+    body = {
+        **CREDENTIALS,
+        "AccountIds": [SEEDED_BY_SCENARIO[Scenario.SUCCEEDS].account_id],
+        "Limitation": {"Count": 1},
+    }
+    first = (await http.post(GET_ALL, json=body)).json()
+    assert first["Payments"][0]["Amount"]["GrossValue"] == -2
+    # A refund made between pages is newer than the cursor: it is not on later pages.
+    await http.post(REFUND, json=refund_body(ValueToRefund=7))
+    rest = await http.post(
+        GET_ALL, json={**body, "Limitation": {"Count": 10, "Cursor": first["Cursor"]}}
+    )
+    assert [p["Amount"]["GrossValue"] for p in rest.json()["Payments"]] == [-1, 100]
 
 
 async def test_rate_limit_is_a_sliding_window_per_access_token() -> None:
@@ -592,3 +624,217 @@ def test_counted_faults_keep_their_shape() -> None:
     spec = FaultSpec.model_validate({"kind": "drop"})
     assert (spec.count, spec.duration_s) == (1, None)
     assert FaultSpec.model_validate({"kind": "status", "count": 3}).count == 3
+
+
+# --- several payments per account; refunds carry no link to their payment --------------------
+
+
+def by_account(account_id: str, count: int = 100, **extra: Any) -> dict[str, Any]:
+    return {**CREDENTIALS, "AccountIds": [account_id], "Limitation": {"Count": count}, **extra}
+
+
+def shared_refund(payment_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        **CREDENTIALS,
+        "PaymentId": payment_id,
+        "AccountId": SHARED_ACCOUNT_ID,
+        "Reason": "stay shortened",
+        **extra,
+    }
+
+
+async def test_the_shared_account_holds_two_payments(http: httpx.AsyncClient) -> None:
+    page = (await http.post(GET_ALL, json=by_account(SHARED_ACCOUNT_ID))).json()
+    # Newest first: B is ten minutes younger than A.
+    assert [p["Id"] for p in page["Payments"]] == [SHARED_PAYMENT_B_ID, SHARED_PAYMENT_A_ID]
+    assert [p["Amount"]["GrossValue"] for p in page["Payments"]] == [100.0, 250.5]
+    assert {
+        (p["Kind"], p["Type"], p["State"], p["Amount"]["Currency"]) for p in page["Payments"]
+    } == {("Payment", "CreditCardPayment", "Charged", "EUR")}
+    assert {p["AccountId"] for p in page["Payments"]} == {SHARED_ACCOUNT_ID}
+
+
+async def test_refunds_on_a_shared_account_name_no_payment(
+    sim: MewsSimulator, http: httpx.AsyncClient
+) -> None:
+    whole_a = await http.post(REFUND, json=shared_refund(SHARED_PAYMENT_A_ID))
+    assert whole_a.status_code == 200
+    assert whole_a.json()["Amount"] == {"Currency": "EUR", "Value": 250.5}
+    # A is fully refunded; B, on the same account, is untouched by that.
+    part_b = await http.post(REFUND, json=shared_refund(SHARED_PAYMENT_B_ID, ValueToRefund=60))
+    assert part_b.status_code == 200
+    assert_mews_error(
+        await http.post(REFUND, json=shared_refund(SHARED_PAYMENT_A_ID, ValueToRefund=0.01)), 403
+    )
+    assert_mews_error(
+        await http.post(REFUND, json=shared_refund(SHARED_PAYMENT_B_ID, ValueToRefund=40.01)), 403
+    )
+    page = (await http.post(GET_ALL, json=by_account(SHARED_ACCOUNT_ID))).json()
+    refunds = [p for p in page["Payments"] if p["Kind"] == "Refund"]
+    assert [r["Id"] for r in refunds] == [part_b.json()["RefundId"], whole_a.json()["RefundId"]]
+    # Negative in getAll; nothing says which payment each one refunded.
+    assert [r["Amount"]["GrossValue"] for r in refunds] == [-60, -250.5]
+    payment_keys = {k for p in page["Payments"] if p["Kind"] == "Payment" for k in p}
+    for refund in refunds:
+        assert set(refund) == payment_keys
+        assert refund["AccountId"] == SHARED_ACCOUNT_ID
+        text = json.dumps(refund)
+        assert SHARED_PAYMENT_A_ID not in text
+        assert SHARED_PAYMENT_B_ID not in text
+    # The simulator's own bookkeeping (not the API) knows, for the journal.
+    assert sim.core.journal()["refunds_per_payment"] == {
+        SHARED_PAYMENT_A_ID: 1,
+        SHARED_PAYMENT_B_ID: 1,
+    }
+
+
+async def test_a_refund_cannot_be_refunded(sim: MewsSimulator, http: httpx.AsyncClient) -> None:
+    refund_id = (await http.post(REFUND, json=refund_body(ValueToRefund=1))).json()["RefundId"]
+    body = {**refund_body(), "PaymentId": refund_id, "ValueToRefund": 0.5}
+    assert_mews_error(await http.post(REFUND, json=body), 400)
+    assert len(sim.core.journal()["refunds"]) == 1
+
+
+async def test_create_payment_on_an_existing_account(
+    sim: MewsSimulator, http: httpx.AsyncClient
+) -> None:
+    created = await http.post(
+        "/_sim/payments",
+        json={"scenario": "succeeds", "account_id": SHARED_ACCOUNT_ID, "currency": "EUR"},
+    )
+    assert created.status_code == 201, created.text
+    payment = created.json()
+    assert payment["account_id"] == SHARED_ACCOUNT_ID
+    page = (await http.post(GET_ALL, json=by_account(SHARED_ACCOUNT_ID))).json()
+    assert next(p["Id"] for p in page["Payments"]) == payment["payment_id"]
+    assert len(page["Payments"]) == 3
+    before = len(sim.payments())
+    unknown = await http.post(
+        "/_sim/payments", json={"scenario": "succeeds", "account_id": str(uuid.uuid4())}
+    )
+    assert unknown.status_code == 404
+    garbled = await http.post("/_sim/payments", json={"scenario": "succeeds", "account_id": "x"})
+    assert garbled.status_code == 422
+    assert len(sim.payments()) == before
+
+
+# --- getAll: filters, non-filters, half-open intervals ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "only",
+    [
+        {"States": ["Charged"]},
+        {"Currency": "EUR"},
+        {"EnterpriseIds": [ENTERPRISE_ID], "AccessToken": DEFAULT_PORTFOLIO_TOKEN},
+        {"Kinds": ["Refund"]},
+        {},
+    ],
+)
+async def test_non_filters_alone_are_refused(http: httpx.AsyncClient, only: dict[str, Any]) -> None:
+    body = {**CREDENTIALS, "Limitation": {"Count": 10}, **only}
+    assert "filter" in assert_mews_error(await http.post(GET_ALL, json=body), 400)["Message"]
+
+
+async def test_currency_converts_and_does_not_filter(http: httpx.AsyncClient) -> None:
+    gbp = SEEDED_BY_SCENARIO[Scenario.SUCCEEDS]  # 100.00 GBP
+    eur = SEEDED_BY_SCENARIO[Scenario.SLOW]  # 20.00 EUR
+    body = {**by_ids(gbp.payment_id, eur.payment_id), "Currency": "EUR"}
+    page = (await http.post(GET_ALL, json=body)).json()
+    by_id = {p["Id"]: p for p in page["Payments"]}
+    assert set(by_id) == {gbp.payment_id, eur.payment_id}
+    assert by_id[gbp.payment_id]["Amount"]["Currency"] == "EUR"
+    assert by_id[gbp.payment_id]["Amount"]["GrossValue"] == 117.0
+    assert by_id[gbp.payment_id]["OriginalAmount"]["GrossValue"] == 100.0
+    assert by_id[eur.payment_id]["Amount"]["GrossValue"] == 20.0
+    bad = {**by_ids(gbp.payment_id), "Currency": "XXX"}
+    assert_mews_error(await http.post(GET_ALL, json=bad), 400)
+
+
+async def test_states_narrow_a_filtered_query(http: httpx.AsyncClient) -> None:
+    await http.post(REFUND, json=refund_body(ValueToRefund=1))  # Pending
+    account = SEEDED_BY_SCENARIO[Scenario.SUCCEEDS].account_id
+    page = (await http.post(GET_ALL, json=by_account(account, States=["Pending"]))).json()
+    assert [p["Kind"] for p in page["Payments"]] == ["Refund"]
+    assert_mews_error(await http.post(GET_ALL, json=by_account(account, States=["Lost"])), 400)
+
+
+async def test_unlisted_fields_filter_nothing(http: httpx.AsyncClient) -> None:
+    await http.post(REFUND, json=refund_body(ValueToRefund=1))
+    account = SEEDED_BY_SCENARIO[Scenario.SUCCEEDS].account_id
+    page = (await http.post(GET_ALL, json=by_account(account, Kinds=["Payment"]))).json()
+    assert [p["Kind"] for p in page["Payments"]] == ["Refund", "Payment"]
+
+
+@pytest.mark.parametrize("name", ["BillIds", "ReservationIds"])
+async def test_bill_and_reservation_ids_are_filters_matching_nothing_here(
+    http: httpx.AsyncClient, name: str
+) -> None:
+    body = {**CREDENTIALS, name: [str(uuid.uuid4())], "Limitation": {"Count": 10}}
+    response = await http.post(GET_ALL, json=body)
+    assert response.status_code == 200
+    assert response.json() == {"Payments": [], "Cursor": None}
+    assert_mews_error(await http.post(GET_ALL, json={**body, name: ["nope"]}), 400)
+
+
+def wire(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@pytest.mark.parametrize("name", ["CreatedUtc", "UpdatedUtc", "ChargedUtc"])
+async def test_intervals_are_half_open(http: httpx.AsyncClient, name: str) -> None:
+    payment = SEEDED_BY_SCENARIO[Scenario.SUCCEEDS]
+    listed = (await http.post(GET_ALL, json=by_ids(payment.payment_id))).json()["Payments"][0]
+    at = datetime.fromisoformat(listed[name])
+    tick = timedelta(microseconds=1)
+
+    async def ids(start: datetime, end: datetime) -> list[str]:
+        body = {
+            **by_account(payment.account_id),
+            name: {"StartUtc": wire(start), "EndUtc": wire(end)},
+        }
+        response = await http.post(GET_ALL, json=body)
+        assert response.status_code == 200, response.text
+        return [p["Id"] for p in response.json()["Payments"]]
+
+    assert await ids(at, at + tick) == [payment.payment_id]  # StartUtc <= x
+    assert await ids(at - timedelta(hours=1), at) == []  # x < EndUtc
+    assert await ids(at - tick, at + tick) == [payment.payment_id]
+
+
+async def test_closed_utc_is_a_filter_matching_nothing_here(http: httpx.AsyncClient) -> None:
+    now = datetime.now(UTC)
+    body = {
+        **CREDENTIALS,
+        "ClosedUtc": {"StartUtc": wire(now - timedelta(days=1)), "EndUtc": wire(now)},
+        "Limitation": {"Count": 10},
+    }
+    response = await http.post(GET_ALL, json=body)
+    assert response.json() == {"Payments": [], "Cursor": None}
+
+
+@pytest.mark.parametrize("name", ["CreatedUtc", "UpdatedUtc", "ChargedUtc", "ClosedUtc"])
+async def test_intervals_longer_than_three_months_are_400(
+    http: httpx.AsyncClient, name: str
+) -> None:
+    start = datetime(2025, 1, 31, tzinfo=UTC)
+    ok = {**CREDENTIALS, "Limitation": {"Count": 1}}
+    exact = {"StartUtc": wire(start), "EndUtc": wire(datetime(2025, 4, 30, tzinfo=UTC))}
+    assert (await http.post(GET_ALL, json={**ok, name: exact})).status_code == 200
+    longer = {**exact, "EndUtc": wire(datetime(2025, 4, 30, 0, 0, 0, 1, tzinfo=UTC))}
+    message = assert_mews_error(await http.post(GET_ALL, json={**ok, name: longer}), 400)
+    assert "3 months" in message["Message"]
+
+
+async def test_interval_times_must_be_utc(http: httpx.AsyncClient) -> None:
+    body = {
+        **CREDENTIALS,
+        "CreatedUtc": {"StartUtc": "2025-01-01T00:00:00+02:00", "EndUtc": "2025-01-02T00:00:00Z"},
+        "Limitation": {"Count": 1},
+    }
+    assert "UTC" in assert_mews_error(await http.post(GET_ALL, json=body), 400)["Message"]
+
+
+async def test_a_cursor_naming_no_payment_is_400(http: httpx.AsyncClient) -> None:
+    body = by_account(SHARED_ACCOUNT_ID, Limitation={"Count": 1, "Cursor": str(uuid.uuid4())})
+    assert "Cursor" in assert_mews_error(await http.post(GET_ALL, json=body), 400)["Message"]
