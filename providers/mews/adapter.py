@@ -9,9 +9,14 @@ What Mews does not give us, and how the adapter copes:
 * **No idempotency key.** A refund that timed out may or may not exist: the adapter reports
   ``UnknownOutcomeError`` and never re-sends; the caller reconciles with :meth:`find_refunds`.
 * **No refund cancellation.** :meth:`cancel` refuses at once, without any HTTP call.
-* **No link from a refund to its payment** in ``payments/getAll``. Earlier refunds are found
-  by the payment's account and creation time, which can over-count (see
-  :meth:`MewsAdapter.check_refundable`).
+* **No link from a refund to its payment** in ``payments/getAll``, and an account holds many
+  payments (PROVIDERS.md, Mews: "A customer account holds many payments"). So nothing read
+  by account is ever attributed to one payment: :meth:`MewsAdapter.check_refundable` counts
+  only what this service itself refunded (``known_refunded_minor``) and lets Mews decide the
+  rest; :meth:`MewsAdapter.find_refunds` returns the whole account's refunds for the caller.
+* **Errors are classified by HTTP status only** (PROVIDERS.md, Mews, "Errors"): Mews sends a
+  message for people and no code, and its wording is not documented, so it is kept in the
+  error for the operator but never parsed.
 
 Errors come from exactly two places: :func:`error_from_response` (the one status ladder) and
 :func:`providers.http.translate_transport_errors`. When the adapter itself decides from a
@@ -53,8 +58,8 @@ from providers.errors import (
 from providers.http import build_client, parse_retry_after, translate_transport_errors
 from providers.mews.models import (
     CHARGED,
-    DEAD_STATES,
     MAX_PAGE_SIZE,
+    PAYMENT_KIND,
     REFUND_KIND,
     REFUNDABLE_TYPES,
     Limitation,
@@ -74,8 +79,9 @@ GET_ALL_PATH = "api/connector/v1/payments/getAll"
 # without asking at all): no HTTP status said so.
 ADAPTER_VERDICT = 0
 
-# getAll refuses CreatedUtc intervals longer than 3 months. 89 days is shorter than any three
-# consecutive calendar months (Feb + Mar + Apr = 89 days), whichever way Mews counts them.
+# getAll refuses intervals longer than 3 months (PROVIDERS.md, Mews, getAll). 89 days is no
+# longer than any three consecutive calendar months (Feb + Mar + Apr = 89 days), whichever way
+# Mews counts them.
 MAX_WINDOW = timedelta(days=89)
 # A cursor that never ends would loop forever; no real account has this many pages.
 MAX_PAGES = 10_000
@@ -90,28 +96,6 @@ _STATUSES: dict[str, ProviderRefundStatus] = {
     "Canceled": ProviderRefundStatus.CANCELED,
 }
 
-# Mews answers business-rule failures with a human message and no code. These patterns are
-# keyed on the wording of our simulator (simulators/mews/app.py), which follows the docs'
-# phrasing; Mews' exact production wording is unconfirmed. Which of 400 and 403 carries them is
-# unconfirmed too, so both are refined; every class here is final, like 400 and 403 themselves.
-# Order matters: an over-refund message may also say "cannot be refunded".
-_BUSINESS_MESSAGES: tuple[tuple[re.Pattern[str], type[ProviderStatusError]], ...] = (
-    (
-        re.compile(
-            r"(refund|amount)\b.*\bexceed|exceed.*\b(refundable|remaining|left)"
-            r"|greater than the (remaining|refundable)|over-?refund",
-            re.IGNORECASE,
-        ),
-        AmountExceedsRefundableError,
-    ),
-    (
-        re.compile(
-            r"cannot be refunded|can't be refunded|not refundable|is not charged|not been charged",
-            re.IGNORECASE,
-        ),
-        PaymentNotRefundableError,
-    ),
-)
 _MAX_MESSAGE_CHARS = 500
 
 _Answer = TypeVar("_Answer", bound=BaseModel)
@@ -135,12 +119,17 @@ def _redact_json(value: Any, secrets: list[str]) -> Any:
 def error_from_response(
     response: httpx.Response, *, operation: str, secrets: Iterable[str]
 ) -> ProviderStatusError:
-    """The one status ladder: a non-success Mews answer -> the error tree.
+    """The one status ladder: a non-success Mews answer -> the error tree, by status alone.
 
-    400 BadRequest, 401 Authentication, 403 Forbidden, 404 NotFound, 408 RequestTimeout,
-    409 Conflict, 429 RateLimited (``Retry-After``: seconds or HTTP-date), 5xx Server; 400 and
-    403 are refined into domain classes by the message (see ``_BUSINESS_MESSAGES``).
-    Every provider text is redacted of our credentials before it reaches the error.
+    PROVIDERS.md, Mews, "Errors" (and the seed page's responses): 400 BadRequest (malformed
+    request, invalid identifier), 401 Authentication, 403 Forbidden (a business rule or
+    server-side validation failed: wrong payment type, not charged, over-refund, ...), 404
+    NotFound, 408 RequestTimeout, 409 Conflict, 429 RateLimited (``Retry-After``: seconds or
+    HTTP-date), 5xx Server; any other status the generic :class:`ProviderStatusError`.
+    Mews gives no error code and documents no wording, and which of 400/403 carries which
+    business refusal is unconfirmed: both are final whatever the text says, and the
+    ``Message`` is kept in the error, for the operator, never matched. Every provider text is
+    redacted of our credentials before it reaches the error.
     """
     hidden = list(secrets)
     status = response.status_code
@@ -167,11 +156,6 @@ def error_from_response(
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
 
     error_class = class_for_status(status)
-    if status in (400, 403):
-        for pattern, refined in _BUSINESS_MESSAGES:
-            if pattern.search(message):
-                error_class = refined
-                break
     return error_class(
         f"{operation}: {message}",
         provider=PROVIDER,
@@ -225,14 +209,16 @@ def _wire_time(moment: datetime) -> str:
 
 
 def _windows(start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
-    """``[start, end]`` cut into intervals getAll accepts; neighbours share their boundary."""
-    cursor = start
-    while True:
-        upper = min(cursor + MAX_WINDOW, end)
-        yield cursor, upper
-        if upper >= end:
-            return
-        cursor = upper
+    """``[start, end)`` cut into consecutive half-open intervals getAll accepts.
+
+    getAll intervals are half-open, ``StartUtc <= x < EndUtc`` (PROVIDERS.md, Mews, getAll),
+    so a window's end is the next one's start and no moment is read twice or missed. An empty
+    ``[start, start)`` yields nothing."""
+    lower = start
+    while lower < end:
+        upper = min(lower + MAX_WINDOW, end)
+        yield lower, upper
+        lower = upper
 
 
 class MewsAdapter:
@@ -291,10 +277,23 @@ class MewsAdapter:
 
     # --- operations ---------------------------------------------------------------------------
 
-    async def check_refundable(self, request: RefundRequest) -> RefundableCheck:
+    async def check_refundable(
+        self, request: RefundRequest, *, known_refunded_minor: int = 0
+    ) -> RefundableCheck:
         """The payment exists on the account, is a charged card/alternative payment, and the
-        amount (or the whole payment when none is asked) is still refundable."""
+        amount (or the whole payment when none is asked) is at most the payment minus
+        ``known_refunded_minor`` (what this service itself refunded on it lately).
+
+        Refunds read from Mews are **not** subtracted: they carry no link to their payment and
+        the account holds other payments too (PROVIDERS.md, Mews), so a refund of another
+        payment on the account would wrongly shrink this one. The true remainder cannot be
+        known here: ``refundable_minor`` stays ``None`` and Mews decides on submit (403)."""
         self.check_request(request)
+        if known_refunded_minor < 0:
+            raise InvalidRequestError(
+                f"known_refunded_minor must not be negative, got {known_refunded_minor}",
+                provider=PROVIDER,
+            )
         payment, request_id = await self._one_payment(request, request.payment_id, "check")
 
         def refuse(cls: type[ProviderStatusError], message: str) -> ProviderStatusError:
@@ -315,7 +314,9 @@ class MewsAdapter:
                 provider=PROVIDER,
                 request_id=request_id,
             )
-        if payment.kind is not None and payment.kind != "Payment":
+        # Only a payment proper is refundable: a refund, chargeback or reversal is not
+        # (seed page: "Only CreditCardPayment and AlternativePayment can be refunded").
+        if payment.kind is not None and payment.kind != PAYMENT_KIND:
             raise refuse(
                 PaymentNotRefundableError, f"{payment.id} is a {payment.kind}, not a payment"
             )
@@ -338,31 +339,24 @@ class MewsAdapter:
                 request_id=request_id,
             )
         payment_minor = abs(self._minor(payment.amount.gross_value, currency, "check", 200))
-
-        # No field links a refund to its payment, so every live refund on the same account
-        # created since the payment counts against it. With one payment per account this is
-        # exact; with several it under-estimates what is left (never over-estimates), and
-        # Mews itself has the last word on submit.
-        refunded = 0
-        for refund in await self._refund_payments(request, _utc(payment.created_utc), _now()):
-            if refund.state in DEAD_STATES or refund.amount.currency != currency:
-                continue
-            refunded += abs(self._minor(refund.amount.gross_value, currency, "check", 200))
-        refundable = max(0, payment_minor - refunded)
+        # An upper bound only: other refunds of this payment may exist that this service
+        # does not know of; Mews refuses those over-refunds itself.
+        at_most = payment_minor - known_refunded_minor
         amount = request.amount_minor if request.amount_minor is not None else payment_minor
-        if amount > refundable:
+        if amount > at_most:
             raise refuse(
                 AmountExceedsRefundableError,
-                f"{format_minor(amount, currency)} asked but only "
-                f"{format_minor(refundable, currency)} of the payment's "
-                f"{format_minor(payment_minor, currency)} is left to refund",
+                f"{format_minor(amount, currency)} asked but this service already refunded "
+                f"{format_minor(known_refunded_minor, currency)} of the payment's "
+                f"{format_minor(payment_minor, currency)}: at most "
+                f"{format_minor(max(at_most, 0), currency)} is left to refund",
             )
         return RefundableCheck(
             payment_id=payment.id,
             currency=currency,
             amount_minor=amount,
             payment_amount_minor=payment_minor,
-            refundable_minor=refundable,
+            refundable_minor=None,
             raw_payment_state=payment.state,
         )
 
@@ -397,9 +391,19 @@ class MewsAdapter:
                 f"refund id {refund_id!r} is not a Mews id (a UUID)", provider=PROVIDER
             )
         payment, request_id = await self._one_payment(request, refund_id, "status")
+        # The record must be a refund on the request's account: a payment id, or a refund on
+        # another account, is not this request's refund (PROVIDERS.md, Mews: a refund is a
+        # payment of Kind Refund on the same account).
+        problem: str | None = None
         if payment is None:
+            problem = "not found"
+        elif payment.kind != REFUND_KIND:
+            problem = f"not found (the record is a {payment.kind or 'payment of no kind'})"
+        elif (payment.account_id or "").lower() != (request.account_id or "").lower():
+            problem = f"not found on account {request.account_id}"
+        if payment is None or problem is not None:
             raise NotFoundError(
-                f"status: refund {refund_id} not found",
+                f"status: refund {refund_id} {problem}",
                 provider=PROVIDER,
                 status_code=ADAPTER_VERDICT,
                 request_id=request_id,
@@ -417,10 +421,13 @@ class MewsAdapter:
     async def find_refunds(
         self, request: RefundRequest, *, created_from: datetime, created_to: datetime
     ) -> list[ProviderRefund]:
-        """Refunds on the request's account created in the window, oldest first.
+        """Every refund on the request's **account** created in ``[created_from, created_to)``,
+        oldest first.
 
-        Mews links no refund to its payment, so this lists every refund of the account: the
-        caller matches on amount and time. Windows longer than getAll allows are split.
+        Mews links no refund to its payment and an account holds many payments, so these are
+        the account's refunds, not the payment's: the caller decides which (if any) is its own
+        (callers serialize refunds per account). The window is half-open like getAll's and
+        cut into windows of at most :data:`MAX_WINDOW`; each is paged with ``Cursor`` to its end.
         """
         self.check_request(request)
         start, end = _utc(created_from), _utc(created_to)
@@ -481,7 +488,7 @@ class MewsAdapter:
     async def _refund_payments(
         self, request: RefundRequest, start: datetime, end: datetime
     ) -> list[Payment]:
-        """Every ``Kind: Refund`` payment on the account created in ``[start, end]``."""
+        """Every ``Kind: Refund`` payment on the account created in ``[start, end)``."""
         seen: dict[str, Payment] = {}
         for lower, upper in _windows(start, end):
             interval = TimeInterval(start_utc=_wire_time(lower), end_utc=_wire_time(upper))

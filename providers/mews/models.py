@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_pascal
 
 REFUNDABLE_TYPES = frozenset({"CreditCardPayment", "AlternativePayment"})
 REFUND_KIND = "Refund"
+PAYMENT_KIND = "Payment"
 CHARGED = "Charged"
 # Refunds in these states no longer take money back from the payment.
 DEAD_STATES = frozenset({"Failed", "Canceled"})

@@ -24,6 +24,7 @@ from providers.errors import (
     AmountExceedsRefundableError,
     AuthenticationError,
     BadRequestError,
+    ForbiddenError,
     InvalidRequestError,
     NotFoundError,
     PaymentNotRefundableError,
@@ -41,7 +42,14 @@ from simulators.mews import (
     DEFAULT_PORTFOLIO_TOKEN,
     MewsSimulator,
 )
-from simulators.mews.seed import ENTERPRISE_ID, SEEDED_BY_SCENARIO, Scenario
+from simulators.mews.seed import (
+    ENTERPRISE_ID,
+    SEEDED_BY_SCENARIO,
+    SHARED_ACCOUNT_ID,
+    SHARED_PAYMENT_A_ID,
+    SHARED_PAYMENT_B_ID,
+    Scenario,
+)
 from simulators.serving import serve_in_thread
 
 SECRETS = (DEFAULT_CLIENT_TOKEN, DEFAULT_ACCESS_TOKEN, DEFAULT_PORTFOLIO_TOKEN)
@@ -279,10 +287,11 @@ async def test_check_refundable_ok(mews: Harness) -> None:
     adapter = mews.adapter()
     check = await adapter.check_refundable(request_for(payment, amount_minor=1234, currency="GBP"))
     assert check.payment_id == payment["payment_id"]
+    # The remainder cannot be known from Mews (refunds name no payment): not claimed.
     assert (check.amount_minor, check.payment_amount_minor, check.refundable_minor) == (
         1234,
         10_000,
-        10_000,
+        None,
     )
     assert check.currency == "GBP"
     assert check.raw_payment_state == "Charged"
@@ -302,17 +311,37 @@ async def test_check_refundable_refuses_unrefundable_payments(
     assert_no_secrets(caught.value)
 
 
-async def test_check_refundable_counts_earlier_refunds(mews: Harness) -> None:
+async def test_check_refundable_counts_only_what_this_service_refunded(mews: Harness) -> None:
     adapter = mews.adapter()
-    partly = seeded(Scenario.PARTLY_REFUNDED)
+    partly = seeded(Scenario.PARTLY_REFUNDED)  # 100.00 GBP, 60.00 refunded by someone else
+    # Mews' own refunds on the account are not attributed to the payment: the check lets
+    # the whole payment through and Mews refuses it on submit (403, final).
+    check = await adapter.check_refundable(request_for(partly))
+    assert (check.amount_minor, check.payment_amount_minor, check.refundable_minor) == (
+        10_000,
+        10_000,
+        None,
+    )
+    with pytest.raises(ForbiddenError) as at_submit:
+        await adapter.submit(request_for(partly))
+    assert at_submit.value.status_code == 403
+    assert not at_submit.value.retryable
+    # What this service knows it refunded is subtracted.
     for amount in (None, 4001):
         changes = {} if amount is None else {"amount_minor": amount, "currency": "GBP"}
         with pytest.raises(AmountExceedsRefundableError) as caught:
-            await adapter.check_refundable(request_for(partly, **changes))
+            await adapter.check_refundable(
+                request_for(partly, **changes), known_refunded_minor=6_000
+            )
         assert "40.00 GBP" in str(caught.value)
+        assert caught.value.status_code == 0
         assert_no_secrets(caught.value)
-    check = await adapter.check_refundable(request_for(partly, amount_minor=4000, currency="GBP"))
-    assert (check.refundable_minor, check.payment_amount_minor) == (4000, 10_000)
+    check = await adapter.check_refundable(
+        request_for(partly, amount_minor=4000, currency="GBP"), known_refunded_minor=6_000
+    )
+    assert check.amount_minor == 4000
+    with pytest.raises(InvalidRequestError, match="negative"):
+        await adapter.check_refundable(request_for(partly), known_refunded_minor=-1)
 
 
 async def test_check_refundable_currency_mismatch(mews: Harness) -> None:
@@ -354,10 +383,14 @@ async def test_submit_partial_amounts_are_exact(mews: Harness) -> None:
     assert first.raw_status == "Pending"
     recorded = [r["amount_minor"] for r in mews.sim.core.journal()["refunds"]]
     assert recorded == [10, 20]
-    check = await adapter.check_refundable(request_for(payment, amount_minor=9_970, currency="GBP"))
-    assert check.refundable_minor == 9_970
+    check = await adapter.check_refundable(
+        request_for(payment, amount_minor=9_970, currency="GBP"), known_refunded_minor=30
+    )
+    assert check.amount_minor == 9_970
     with pytest.raises(AmountExceedsRefundableError, match=r"99\.70 GBP"):
-        await adapter.check_refundable(request_for(payment, amount_minor=9_971, currency="GBP"))
+        await adapter.check_refundable(
+            request_for(payment, amount_minor=9_971, currency="GBP"), known_refunded_minor=30
+        )
 
 
 async def test_submit_whole_payment_then_nothing_is_left(mews: Harness) -> None:
@@ -368,11 +401,16 @@ async def test_submit_whole_payment_then_nothing_is_left(mews: Harness) -> None:
     assert refund.currency == "EUR"
     assert refund.status is ProviderRefundStatus.SUCCEEDED
     with pytest.raises(AmountExceedsRefundableError) as at_check:
-        await adapter.check_refundable(request_for(payment, amount_minor=1, currency="EUR"))
+        await adapter.check_refundable(
+            request_for(payment, amount_minor=1, currency="EUR"), known_refunded_minor=5_000
+        )
     assert at_check.value.status_code == 0
-    with pytest.raises(AmountExceedsRefundableError) as at_submit:
+    # Without knowing, the check lets it through; Mews refuses (403, by status alone).
+    await adapter.check_refundable(request_for(payment, amount_minor=1, currency="EUR"))
+    with pytest.raises(ForbiddenError) as at_submit:
         await adapter.submit(request_for(payment))
     assert at_submit.value.status_code == 403
+    assert "exceeds" in str(at_submit.value)  # Mews' text, kept for the operator
     assert_no_secrets(at_submit.value)
 
 
@@ -391,14 +429,14 @@ async def test_submit_other_exponents_exactly(
         refund = await adapter.submit(request_for(payment, amount_minor=amount, currency=currency))
         assert refund.amount_minor == amount
     # Everything is refunded to the last minor unit: one more is over.
-    with pytest.raises(AmountExceedsRefundableError) as caught:
+    with pytest.raises(ForbiddenError) as caught:
         await adapter.submit(request_for(payment, amount_minor=1, currency=currency))
     assert_no_secrets(caught.value)
 
 
 @pytest.mark.parametrize("scenario", [Scenario.NOT_REFUNDABLE_TYPE, Scenario.NOT_CHARGED])
 async def test_submit_refused_by_mews_business_rules(mews: Harness, scenario: Scenario) -> None:
-    with pytest.raises(PaymentNotRefundableError) as caught:
+    with pytest.raises(ForbiddenError) as caught:
         await mews.adapter().submit(request_for(seeded(scenario)))
     assert caught.value.status_code == 403
     assert caught.value.request_id is not None
@@ -430,7 +468,7 @@ async def test_portfolio_token_needs_the_enterprise(mews: Harness) -> None:
         await adapter.submit(request_for(payment, amount_minor=100, currency="GBP"))
     assert_no_secrets(caught.value)
     request = request_for(payment, amount_minor=100, currency="GBP", enterprise_id=ENTERPRISE_ID)
-    assert (await adapter.check_refundable(request)).refundable_minor == 10_000
+    assert (await adapter.check_refundable(request)).payment_amount_minor == 10_000
     refund = await adapter.submit(request)
     assert refund.amount_minor == 100
 
@@ -471,14 +509,14 @@ async def test_a_failed_refund_gives_the_money_back_to_refund(mews: Harness) -> 
     adapter = mews.adapter()
     request = request_for(payment)
     refund = await adapter.submit(request)
-    with pytest.raises(AmountExceedsRefundableError) as caught:
-        await adapter.check_refundable(request)
+    with pytest.raises(ForbiddenError) as caught:
+        await adapter.submit(request)
     assert_no_secrets(caught.value)
     for _ in range(2):
         last = await adapter.get_refund(request, refund.refund_id)
     assert last.status is ProviderRefundStatus.FAILED
     check = await adapter.check_refundable(request)
-    assert check.refundable_minor == check.amount_minor == 7_550
+    assert check.amount_minor == 7_550
     assert (await adapter.submit(request)).amount_minor == 7_550
 
 
@@ -581,8 +619,8 @@ async def test_the_simulators_own_rate_limit() -> None:
             client_name="tests",
         )
         request = request_for(seeded(Scenario.SUCCEEDS))
-        await adapter.get_refund(request, SEEDED_BY_SCENARIO[Scenario.SUCCEEDS].payment_id)
-        await adapter.get_refund(request, SEEDED_BY_SCENARIO[Scenario.SUCCEEDS].payment_id)
+        await adapter.check_refundable(request)
+        await adapter.check_refundable(request)
         with pytest.raises(RateLimitedError) as caught:
             await adapter.submit(request)
     assert caught.value.retry_after == 30.0
@@ -635,3 +673,154 @@ async def test_a_wrong_base_url_is_not_found(mews: Harness) -> None:
     assert caught.value.status_code == 404
     assert_no_secrets(caught.value)
     assert mews.sim.core.journal()["requests"] == []
+
+
+# --- an account holds several payments; refunds name none of them ----------------------------
+
+
+def shared(payment_id: str) -> dict[str, Any]:
+    return {"payment_id": payment_id, "account_id": SHARED_ACCOUNT_ID}
+
+
+async def test_a_full_refund_of_a_does_not_block_b_on_the_same_account(mews: Harness) -> None:
+    adapter = mews.adapter()
+    a, b = shared(SHARED_PAYMENT_A_ID), shared(SHARED_PAYMENT_B_ID)
+    whole_a = await adapter.submit(request_for(a))
+    assert (whole_a.amount_minor, whole_a.currency) == (25_050, "EUR")
+    # The account now shows a 250.50 EUR refund, more than B itself: B is still refundable.
+    check = await adapter.check_refundable(request_for(b))
+    assert (check.amount_minor, check.payment_amount_minor) == (10_000, 10_000)
+    partial = await adapter.check_refundable(request_for(b, amount_minor=6_000, currency="EUR"))
+    assert partial.amount_minor == 6_000
+    refund_b = await adapter.submit(request_for(b))
+    assert refund_b.amount_minor == 10_000
+    # A itself: refused by what this service knows, else by Mews on submit.
+    with pytest.raises(AmountExceedsRefundableError):
+        await adapter.check_refundable(
+            request_for(a, amount_minor=1, currency="EUR"), known_refunded_minor=25_050
+        )
+    with pytest.raises(ForbiddenError):
+        await adapter.submit(request_for(a, amount_minor=1, currency="EUR"))
+    assert mews.sim.core.journal()["refunds_per_payment"] == {
+        SHARED_PAYMENT_A_ID: 1,
+        SHARED_PAYMENT_B_ID: 1,
+    }
+
+
+async def test_find_refunds_returns_the_accounts_refunds(mews: Harness) -> None:
+    adapter = mews.adapter(page_size=1)
+    a = request_for(shared(SHARED_PAYMENT_A_ID), amount_minor=1_000, currency="EUR")
+    b = request_for(shared(SHARED_PAYMENT_B_ID), amount_minor=2_000, currency="EUR")
+    made = [(await adapter.submit(r)).refund_id for r in (a, b, a)]
+    now = datetime.now(UTC)
+    window = {"created_from": now - timedelta(days=1), "created_to": now + timedelta(seconds=5)}
+    # Whichever payment the request names, the same account, the same refunds, oldest first.
+    for request in (a, b):
+        found = await adapter.find_refunds(request, **window)
+        assert [r.refund_id for r in found] == made
+        assert [r.amount_minor for r in found] == [1_000, 2_000, 1_000]
+
+
+async def test_find_refunds_windows_are_half_open(mews: Harness) -> None:
+    payment = await mews.new_payment(Scenario.SUCCEEDS)
+    adapter = mews.adapter()
+    request = request_for(payment, amount_minor=100, currency="GBP")
+    refund = await adapter.get_refund(request, (await adapter.submit(request)).refund_id)
+    at = refund.created_at
+    assert at is not None
+    tick = timedelta(microseconds=1)
+    hour = timedelta(hours=1)
+    assert await adapter.find_refunds(request, created_from=at - hour, created_to=at) == []
+    found = await adapter.find_refunds(request, created_from=at, created_to=at + tick)
+    assert [r.refund_id for r in found] == [refund.refund_id]
+    # An empty window asks nothing.
+    before = mews.get_all_count()
+    assert await adapter.find_refunds(request, created_from=at, created_to=at) == []
+    assert mews.get_all_count() == before
+
+
+async def test_find_refunds_splits_long_windows_into_accepted_intervals(mews: Harness) -> None:
+    payment = await mews.new_payment(Scenario.SUCCEEDS)
+    adapter = mews.adapter()
+    request = request_for(payment, amount_minor=100, currency="GBP")
+    made = (await adapter.submit(request)).refund_id
+    now = datetime.now(UTC)
+    start = len(mews.sim.core.journal()["requests"])
+    found = await adapter.find_refunds(
+        request, created_from=now - timedelta(days=400), created_to=now + timedelta(minutes=1)
+    )
+    assert [r.refund_id for r in found] == [made]
+    # 400 days in windows of at most 89: 5 intervals, each accepted (one call each).
+    requests = mews.sim.core.journal()["requests"][start:]
+    assert [(r["path"], r["status"]) for r in requests] == [(GET_ALL, 200)] * 5
+
+
+async def test_get_refund_must_be_a_refund_on_the_requests_account(mews: Harness) -> None:
+    adapter = mews.adapter()
+    a = request_for(shared(SHARED_PAYMENT_A_ID), amount_minor=100, currency="EUR")
+    refund = await adapter.submit(a)
+    # Its own refund: fine, also when asked through B (same account).
+    assert (await adapter.get_refund(a, refund.refund_id)).refund_id == refund.refund_id
+    b = request_for(shared(SHARED_PAYMENT_B_ID))
+    assert (await adapter.get_refund(b, refund.refund_id)).amount_minor == 100
+    # A payment is not a refund.
+    with pytest.raises(NotFoundError) as not_refund:
+        await adapter.get_refund(a, SHARED_PAYMENT_B_ID)
+    assert not_refund.value.status_code == 0
+    # A refund on another account is not this request's.
+    other = request_for(seeded(Scenario.SUCCEEDS))
+    with pytest.raises(NotFoundError, match="account") as elsewhere:
+        await adapter.get_refund(other, refund.refund_id)
+    assert not elsewhere.value.retryable
+    assert_no_secrets(elsewhere.value)
+
+
+# --- faults: dropped before processing, timed outages --------------------------------------
+
+
+async def test_a_drop_before_processing_is_an_unknown_outcome_with_nothing_made() -> None:
+    sim = MewsSimulator()
+    with serve_in_thread(mounted(sim)) as url:
+        async with httpx.AsyncClient(base_url=f"{url}/mews", timeout=httpx.Timeout(3.0)) as client:
+            adapter = MewsAdapter(
+                client=client,
+                client_token=SecretStr(DEFAULT_CLIENT_TOKEN),
+                access_token=SecretStr(DEFAULT_ACCESS_TOKEN),
+                client_name="tests",
+            )
+            request = request_for(seeded(Scenario.SUCCEEDS), amount_minor=321, currency="GBP")
+            started = datetime.now(UTC)
+            sim.core.add_faults(
+                [FaultSpec(kind=FaultKind.DROP_BEFORE, path_contains="payments/refund")]
+            )
+            with pytest.raises(UnknownOutcomeError) as caught:
+                await adapter.submit(request)
+            assert caught.value.outcome_unknown
+            assert_no_secrets(caught.value)
+            # Looking finds nothing: here (unlike `drop`) re-sending is what makes the refund.
+            window = {"created_from": started, "created_to": datetime.now(UTC)}
+            assert await adapter.find_refunds(request, **window) == []
+    assert sim.core.journal()["refunds"] == []
+
+
+async def test_a_timed_outage_fails_every_call_until_it_ends() -> None:
+    now = [0.0]
+    sim = MewsSimulator(clock=lambda: now[0])
+    sim.core.add_faults([FaultSpec(kind=FaultKind.STATUS, status=503, duration_s=180)])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=mounted(sim)), base_url="http://mews.test/mews"
+    ) as client:
+        adapter = MewsAdapter(
+            client=client,
+            client_token=SecretStr(DEFAULT_CLIENT_TOKEN),
+            access_token=SecretStr(DEFAULT_ACCESS_TOKEN),
+            client_name="tests",
+        )
+        request = request_for(seeded(Scenario.SUCCEEDS))
+        for at in (0.0, 90.0, 179.0):
+            now[0] = at
+            with pytest.raises(ServerError) as caught:
+                await adapter.check_refundable(request)
+            assert caught.value.retryable
+        now[0] = 180.0
+        assert (await adapter.check_refundable(request)).amount_minor == 10_000

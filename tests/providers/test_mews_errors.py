@@ -149,35 +149,60 @@ async def test_429_with_http_date_retry_after() -> None:
     await adapter.aclose()
 
 
-BUSINESS: list[tuple[int, str, type[ProviderStatusError]]] = [
-    (403, MSG_NOT_REFUNDABLE_TYPE.format(type="CashPayment"), PaymentNotRefundableError),
-    (403, MSG_NOT_CHARGED.format(state="Pending"), PaymentNotRefundableError),
-    (403, MSG_EXCEEDS.format(asked="50.00 GBP", left="40.00 GBP"), AmountExceedsRefundableError),
-    # Which of 400 and 403 Mews uses is unconfirmed: both are refined.
-    (400, MSG_NOT_REFUNDABLE_TYPE.format(type="Invoice"), PaymentNotRefundableError),
-    (400, MSG_EXCEEDS.format(asked="1.00 EUR", left="0.00 EUR"), AmountExceedsRefundableError),
-    (403, "Refund amount is greater than the remaining amount.", AmountExceedsRefundableError),
-    (403, "Payment is not refundable.", PaymentNotRefundableError),
-    # "exceeds" about something else than money stays a plain 400.
-    (400, "Limitation.Count exceeds the maximum of 1000.", BadRequestError),
-    # Only 400/403 are refined: a 409 keeps its own class whatever it says.
-    (409, "Payment cannot be refunded right now, data changed.", ConflictError),
+# The simulator's wordings next to made-up ones: the class follows the status alone
+# (PROVIDERS.md, Mews, "Errors": Mews documents statuses, no codes and no wording).
+WORDINGS: list[str] = [
+    MSG_NOT_REFUNDABLE_TYPE.format(type="CashPayment"),
+    MSG_NOT_CHARGED.format(state="Pending"),
+    MSG_EXCEEDS.format(asked="50.00 GBP", left="40.00 GBP"),
+    "Refund amount is greater than the remaining amount.",
+    "Payment is not refundable.",
+    "Zahlung kann nicht erstattet werden.",
+    "Qwfp 42: frobnicated.",
+    "",
 ]
+BY_STATUS: dict[int, type[ProviderStatusError]] = {
+    400: BadRequestError,
+    403: ForbiddenError,
+    409: ConflictError,
+}
 
 
-@pytest.mark.parametrize(("status", "message", "cls"), BUSINESS)
-async def test_business_messages_refine_the_class(
-    status: int, message: str, cls: type[ProviderStatusError]
-) -> None:
+@pytest.mark.parametrize("message", WORDINGS)
+@pytest.mark.parametrize("status", sorted(BY_STATUS))
+async def test_the_status_alone_decides_the_class(status: int, message: str) -> None:
     adapter = make_adapter(answer(status, message))
     with pytest.raises(ProviderStatusError) as caught:
         await adapter.submit(make_request())
-    assert type(caught.value) is cls
+    err = caught.value
+    assert type(err) is BY_STATUS[status]
+    assert not isinstance(err, PaymentNotRefundableError | AmountExceedsRefundableError)
     # Business refusals are final; only the 409 stays retryable.
-    assert caught.value.retryable is (status == 409)
-    assert caught.value.status_code == status
-    assert_no_secrets(caught.value)
+    assert err.retryable is (status == 409)
+    assert not err.outcome_unknown
+    assert err.status_code == status
+    # The provider's text stays in the error, for the operator.
+    if message:
+        assert message in str(err)
+    assert_no_secrets(err)
     await adapter.aclose()
+
+
+async def test_a_made_up_400_is_classified_like_a_documented_one() -> None:
+    errors: list[ProviderStatusError] = []
+    for message in ("Invalid PaymentId.", "Blorp: the thing went sideways."):
+        adapter = make_adapter(answer(400, message))
+        with pytest.raises(ProviderStatusError) as caught:
+            await adapter.submit(make_request())
+        errors.append(caught.value)
+        await adapter.aclose()
+    documented, made_up = errors
+    assert type(documented) is type(made_up) is BadRequestError
+    assert (documented.retryable, documented.outcome_unknown, documented.code) == (
+        made_up.retryable,
+        made_up.outcome_unknown,
+        made_up.code,
+    )
 
 
 async def test_request_id_falls_back_to_the_body() -> None:
