@@ -30,7 +30,11 @@ class LaneActivities:
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             start_signal="enqueue",
             start_signal_args=[{"workflow_id": params.workflow_id}],
-            static_summary=f"admits refunds of payment {params.lane_id.rsplit(':', 1)[-1]} in turn",
+            static_summary=(
+                f"admits refunds of {params.scope} in turn"
+                if params.scope
+                else f"admits refunds of payment {params.lane_id.rsplit(':', 1)[-1]} in turn"
+            ),
         )
 
     @activity.defn(name="refund_is_open")

@@ -76,6 +76,8 @@ class FoundRefunds(_Model):
 class EnterLaneInput(_Model):
     lane_id: str
     workflow_id: str
+    # What the lane serializes, for people ("account X", "payment Y").
+    scope: str | None = None
 
 
 class WorkflowRef(_Model):

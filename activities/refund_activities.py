@@ -48,7 +48,9 @@ class RefundActivities:
         provider = self._provider(params.request)
         with observed(provider.name, "validate"), provider_failures():
             provider.check_request(params.request)
-            check = await provider.check_refundable(params.request)
+            check = await provider.check_refundable(
+                params.request, known_refunded_minor=params.known_refunded_minor
+            )
         return ValidatedRefund(
             amount_minor=check.amount_minor,
             currency=check.currency,
@@ -69,6 +71,15 @@ class RefundActivities:
             observed(provider.name, "submit"),
             provider_failures(unsafe_to_resend=unsafe_to_resend),
         ):
+            if unsafe_to_resend and info.attempt == 1 and params.resumed:
+                # The workflow's earlier submit ran out of its call budget, maybe mid-call:
+                # this attempt counter restarted, but the request may have been processed.
+                raise ApplicationError(
+                    "outcome unknown, not re-sent: the previous submit ran out of time "
+                    "without an answer",
+                    type=OUTCOME_UNKNOWN,
+                    non_retryable=True,
+                )
             if unsafe_to_resend and info.attempt > 1 and not _said_not_sent(info):
                 # The previous attempt ended without telling (its worker died, or it ran out
                 # of time mid-call): its request may have been processed. Sending again could

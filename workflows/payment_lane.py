@@ -1,16 +1,19 @@
-"""`RefundLaneWorkflow`: refunds of one payment are admitted one at a time.
+"""`RefundLaneWorkflow`: refunds of one reconciliation scope are admitted one at a time.
 
 Why: reconciling a Mews refund whose answer was lost means looking for "a refund of this
-amount made just now on this account"; a sibling refund of the same payment submitted at the
-same moment would look exactly the same. And the over-refund check reads what is still
-refundable, which a sibling in flight would change. So a refund holds its payment's lane
-from validation until the provider has accepted it (or it ended), then releases it with the
-provider refund ids it made, which later siblings may never adopt. Refunds of different
-payments use different lanes and stay fully parallel.
+amount made just now on this account"; any other refund made on the same account at the same
+moment would look exactly the same, whichever payment it was for (a Mews refund carries no
+link to its payment). So a refund holds its scope's lane (the account where the request names
+one, else the payment) from validation until the provider has accepted it (or it ended, or an
+operator resolved it), then releases it with the provider refunds it made or may have made.
+Those are *claimed*: every later refund admitted while a lookup window can still reach them
+gets them with its grant and never adopts them. Different scopes use different lanes and
+stay fully parallel.
 
 Started on demand by signal-with-start (``enter_refund_lane``); it ends after a quiet minute
-with nobody queued, and continues-as-new when its history grows. A holder that stops
-without releasing (terminated by an operator) is noticed by a lease check and skipped.
+with nobody queued and no claim young enough to matter, and continues-as-new when its history
+grows. A holder that stops without releasing (terminated by an operator) is noticed by a
+lease check and skipped.
 """
 
 from __future__ import annotations
@@ -25,11 +28,24 @@ from temporalio.exceptions import FailureError
 with workflow.unsafe.imports_passed_through():
     from activities.lane_activities import LaneActivities
     from activities.models import WorkflowRef
-    from workflows.models import LaneEntry, LaneExit, LaneGrant, LaneInput, LaneStatus
+    from workflows.models import (
+        LaneClaim,
+        LaneEntry,
+        LaneExit,
+        LaneGrant,
+        LaneInput,
+        LaneStatus,
+    )
 
 IDLE = timedelta(minutes=1)
 LEASE_CHECK = timedelta(minutes=10)
 EVENTS_PER_RUN = 2_000
+# How long a claim is kept after its release. A lookup of a lost answer reaches back
+# RECONCILE_MARGIN (5 min) before its own submit, which comes after its admission; the rest is
+# room for the provider's clock being behind ours.
+CLAIM_KEEP = timedelta(minutes=15)
+# Versioning: lanes recorded before claims were kept (and timed) replay without it.
+KEEP_CLAIMS_PATCH = "lane-keeps-claims"
 
 
 @workflow.defn(name="RefundLaneWorkflow")
@@ -38,7 +54,11 @@ class RefundLaneWorkflow:
     def __init__(self, params: LaneInput) -> None:
         self._queue: list[str] = list(params.queue)
         self._holder: str | None = params.holder
-        self._claimed: list[str] = list(params.claimed_refund_ids)
+        self._claims: list[LaneClaim] = list(params.claims)
+        known = {c.refund_id for c in self._claims}
+        self._claims.extend(
+            LaneClaim(refund_id=i) for i in params.claimed_refund_ids if i not in known
+        )
 
     @workflow.signal(name="enqueue")
     def enqueue(self, entry: LaneEntry) -> None:
@@ -47,7 +67,16 @@ class RefundLaneWorkflow:
 
     @workflow.signal(name="release")
     def release(self, exit_: LaneExit) -> None:
-        self._claimed.extend(i for i in exit_.refund_ids if i not in self._claimed)
+        now = workflow.now()
+        known = {c.refund_id for c in self._claims}
+        for claim in exit_.claims:
+            if claim.refund_id not in known:
+                self._claims.append(claim.model_copy(update={"claimed_at": now}))
+                known.add(claim.refund_id)
+        for refund_id in exit_.refund_ids:
+            if refund_id not in known:
+                self._claims.append(LaneClaim(refund_id=refund_id, claimed_at=now))
+                known.add(refund_id)
         if exit_.workflow_id == self._holder:
             self._holder = None
         elif exit_.workflow_id in self._queue:
@@ -56,38 +85,59 @@ class RefundLaneWorkflow:
     @workflow.query(name="lane")
     def lane(self) -> LaneStatus:
         return LaneStatus(
-            holder=self._holder, queue=list(self._queue), claimed_refund_ids=list(self._claimed)
+            holder=self._holder,
+            queue=list(self._queue),
+            claimed_refund_ids=[c.refund_id for c in self._claims],
+            claims=list(self._claims),
         )
 
     @workflow.run
     async def run(self, params: LaneInput) -> None:
+        keep_claims = workflow.patched(KEEP_CLAIMS_PATCH)
         while True:
             if self._holder is not None:
                 await self._wait_for_release(self._holder)
             if not self._queue:
+                idle = max(IDLE, self._claims_kept_for()) if keep_claims else IDLE
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
-                        lambda: bool(self._queue), timeout=IDLE, timeout_summary="idle"
+                        lambda: bool(self._queue), timeout=idle, timeout_summary="idle"
                     )
             if not self._queue:
+                if keep_claims and self._claims_kept_for() > timedelta(0):
+                    continue
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not self._queue:
                     return
             self._holder = self._queue.pop(0)
-            await self._admit(self._holder)
+            await self._admit(self._holder, keep_claims)
             if workflow.info().get_current_history_length() > EVENTS_PER_RUN:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     LaneInput(
-                        queue=tuple(self._queue),
-                        holder=self._holder,
-                        claimed_refund_ids=tuple(self._claimed),
+                        queue=tuple(self._queue), holder=self._holder, claims=tuple(self._claims)
                     )
                 )
 
-    async def _admit(self, workflow_id: str) -> None:
+    def _claims_kept_for(self) -> timedelta:
+        """How much longer the youngest claim must be kept (zero when none must)."""
+        stamps = [c.claimed_at for c in self._claims if c.claimed_at is not None]
+        if not stamps:
+            return timedelta(0)
+        return max(timedelta(0), max(stamps) + CLAIM_KEEP - workflow.now())
+
+    async def _admit(self, workflow_id: str, keep_claims: bool) -> None:
+        if keep_claims:
+            # Claims too old for any lookup window are dropped; undated ones (from a lane
+            # recorded before claims were dated) are kept.
+            now = workflow.now()
+            self._claims = [
+                c for c in self._claims if c.claimed_at is None or now - c.claimed_at < CLAIM_KEEP
+            ]
         grant = LaneGrant(
-            lane_id=workflow.info().workflow_id, claimed_refund_ids=tuple(self._claimed)
+            lane_id=workflow.info().workflow_id,
+            claimed_refund_ids=tuple(c.refund_id for c in self._claims),
+            claims=tuple(self._claims),
         )
         try:
             await workflow.get_external_workflow_handle(workflow_id).signal("admitted", grant)

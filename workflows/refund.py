@@ -3,38 +3,52 @@
 States and transitions::
 
     VALIDATING ──refused by us or the provider──────────────────────────▶ REJECTED
-        │      ──cancel signal──────────────────────────────────────────▶ CANCELED
+        │      ──cancel (signal, update or Temporal cancellation)───────▶ CANCELED
         ▼ ok
-    SUBMITTING ──cancel signal (before the submit call)──────────────────▶ CANCELED
+    SUBMITTING ──cancel before the call, or before a re-send─────────────▶ CANCELED
         │      ──provider refuses the refund (final 4xx)─────────────────▶ FAILED
-        │      ──outcome unknown (Mews): reconcile; adopt, re-send, or──▶ NEEDS_ATTENTION
-        ▼ accepted
+        │      ──outcome unknown: reconcile; adopt, or re-send when sure
+        │        nothing was made, for as long as it takes
+        │      ──lookup cannot tell (several candidates)──▶ NEEDS_ATTENTION ─┐
+        ▼ accepted                                     operator: resolve ◀──┘
      PENDING ──provider says succeeded / failed / canceled──▶ SUCCEEDED / FAILED / CANCELED
         │  ▲
         ▼  │ still watched; a final provider status ends it as above
-    NEEDS_ATTENTION   (past the attention deadline, or the provider lost track of the refund)
+    NEEDS_ATTENTION   (past the attention deadline, or the provider lost track of the refund;
+                       the workflow stays open: watching, and waiting for an operator)
 
 `REJECTED` means nothing was sent to the provider. Business outcomes complete the workflow
-with a :class:`RefundStatus`; only bugs fail it.
+with a :class:`RefundStatus`; only bugs fail it. `NEEDS_ATTENTION` is never an end: the
+`resolve` update (adopt a named provider refund, re-send, or close as FAILED/CANCELED) is the
+operator's last word, recorded in the status.
 
 * Retries: every activity states its timeout and retry policy. Final provider errors come
   back as non-retryable ``ApplicationError`` s; transient ones are retried by the server
   with exponential backoff, or exactly after ``Retry-After``. Each activity call also has a
   budget (schedule-to-close); when it runs out the workflow records the last error, checks
-  the attention deadline and calls again, so the status stays current through long outages.
+  the attention deadline and calls again. A submit whose budget ran out may have been cut
+  mid-call: the next one is marked ``resumed``, so a provider without an idempotency key
+  reconciles instead of sending blindly.
 * Polling: durable timers, capped exponential from ``poll_initial_s`` to ``poll_max_s``
-  (both carried in the input, so replay is deterministic). A cancel signal wakes the wait.
-* Cancel: before submit, the refund ends `CANCELED` and the provider's refund call is never
-  made. After submit, the provider's cancel is tried once; if the provider cannot cancel,
-  the note says why and watching goes on.
-* Continue-as-new after ``checks_per_run`` status checks or when the server suggests it.
+  (both carried in the input, so replay is deterministic). A cancel wakes the wait.
+* Cancel: the `cancel` signal, the `request_cancel` update and Temporal's own cancellation
+  (the UI's "Request Cancellation", ``temporal workflow cancel``) do the same thing. Before
+  submit, the refund ends `CANCELED` and the provider's refund call is never made. After
+  submit, the provider's cancel is tried (bounded); if the provider cannot cancel, the note
+  says why and watching goes on. A provider call in flight is never abandoned. Terminate is
+  the unsafe one: it stops the workflow wherever it is.
+* Continue-as-new after ``checks_per_run`` status checks (failed ones count) or when the
+  server suggests it, once every handler has finished and no cancel or resolution waits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import TypeVar
 
 from temporalio import workflow
@@ -65,6 +79,8 @@ with workflow.unsafe.imports_passed_through():
         ProviderRefundStatus,
         RefundState,
         RefundStatus,
+        Resolution,
+        ResolveAction,
     )
     from core.money import format_minor
     from core.temporal import REFUND_PAYMENT_ID, REFUND_PROVIDER, REFUND_STATE
@@ -73,10 +89,14 @@ with workflow.unsafe.imports_passed_through():
         CancelAnswer,
         CancelRequest,
         CarriedState,
+        LaneClaim,
         LaneExit,
         LaneGrant,
         RefundWorkflowInput,
+        ResolveAnswer,
+        ResolveRequest,
         lane_id_for,
+        lane_scope,
     )
 
 # How long the server keeps retrying one activity before the workflow looks up again.
@@ -87,13 +107,22 @@ RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=2),
     maximum_attempts=0,
 )
-# Mews reconciliation: give the provider time to show a refund it may have made.
-RECONCILE_SETTLE = timedelta(seconds=30)
+# Reconciliation looks for refunds created from this long before the lost attempt started
+# until this long after the lookup (room for the provider's clock).
 RECONCILE_MARGIN = timedelta(minutes=5)
-RECONCILE_LOOKUPS = 2
-# Versioning: histories recorded before refunds queued in their payment's lane replay
-# without it.
+# Between re-sends after lookups proved nothing was made: doubling from the first, capped.
+RESEND_BACKOFF_FIRST = timedelta(seconds=10)
+RESEND_BACKOFF_MAX = timedelta(minutes=10)
+# Past a provider's documented pending time (Paynow's awaiting refunds), this much more
+# before a refund is flagged.
+ATTENTION_GRACE = timedelta(hours=1)
+# Versioning: histories recorded before refunds queued in a lane replay without it.
 LANE_PATCH = "per-payment-lane"
+# Versioning: account lanes, outages ridden out, NEEDS_ATTENTION that waits for an operator,
+# bounded cancels, failed polls counted toward continue-as-new. Histories recorded before it
+# replay the earlier behaviour.
+MONEY_SAFE_PATCH = "money-safe-v2"
+TEMPORAL_CANCEL_REASON = "cancellation requested through Temporal"
 
 R = TypeVar("R")
 P = TypeVar("P")
@@ -107,6 +136,59 @@ class _Final(Exception):
         self.error = error
 
 
+# What one submit call came to.
+@dataclass(frozen=True)
+class _Accepted:
+    submitted: SubmittedRefund
+
+
+@dataclass(frozen=True)
+class _Refused:
+    message: str
+
+
+@dataclass(frozen=True)
+class _Unknown:
+    message: str
+
+
+@dataclass(frozen=True)
+class _BudgetSpent:
+    pass
+
+
+class _Lookup(Enum):
+    """What reconciliation came to when it adopted nothing."""
+
+    NONE_MADE = "sure that nothing was made"
+    UNRESOLVED = "cannot tell: an operator decides"
+
+
+# An operator's decision, handed from the `resolve` handler to the main flow.
+@dataclass(frozen=True)
+class _Resend:
+    pass
+
+
+@dataclass(frozen=True)
+class _Close:
+    state: RefundState
+    message: str
+
+
+_Decision = ProviderRefund | _Resend | _Close
+
+RESOLVE_HINT = (
+    "resolve it: adopt the provider refund that is this one's (`refunds resolve KEY --adopt "
+    "ID`), declare that none was made (`--resend`: it looks once more, then sends), or "
+    "close it (`--close failed|canceled --reason ...`)"
+)
+WATCH_HINT = (
+    "still watched: a final provider status ends it; to give up on it, "
+    "`refunds resolve KEY --close failed|canceled --reason ...`"
+)
+
+
 @workflow.defn(name="RefundWorkflow")
 class RefundWorkflow:
     @workflow.init
@@ -115,6 +197,9 @@ class RefundWorkflow:
         carried = params.carried
         self._request = request
         self._options = params.options
+        # Set from the patch marker when the run starts; until then (handlers that run first)
+        # the current behaviour.
+        self._v2 = True
         # One call's timeout; the HTTP client's own (REFUNDS_HTTP_TIMEOUT_S) is far shorter.
         self._call_timeout = timedelta(seconds=params.options.call_timeout_s)
         self._validated: ValidatedRefund | None = carried.validated if carried else None
@@ -126,8 +211,14 @@ class RefundWorkflow:
         self._lane: str | None = None
         self._admitted = False
         self._claimed: tuple[str, ...] = ()
+        self._claims: tuple[LaneClaim, ...] = ()
         # Refunds that may be this one's (ambiguous reconciliation): claimed on release.
         self._possible_refunds: tuple[str, ...] = ()
+        # Candidates an operator declared not to be this refund's (resend).
+        self._excluded: set[str] = set()
+        self._awaiting_resolution = False
+        self._resolving = False
+        self._decision: _Decision | None = None
         now = workflow.now()
         self._status = RefundStatus(
             key=request.idempotency_key,
@@ -143,6 +234,12 @@ class RefundWorkflow:
             attempts=carried.attempts if carried else 0,
             last_error=carried.last_error if carried else None,
             attention_reason=carried.attention_reason if carried else None,
+            attention_actions=carried.attention_actions if carried else None,
+            resolutions=list(carried.resolutions) if carried else [],
+            confirmed_amount_minor=carried.confirmed_amount_minor if carried else None,
+            confirmed_currency=carried.confirmed_currency if carried else None,
+            payer_amount_minor=carried.payer_amount_minor if carried else None,
+            voucher_amount_minor=carried.voucher_amount_minor if carried else None,
             cancel_requested=carried.cancel_requested if carried else False,
             cancel_reason=carried.cancel_reason if carried else None,
             cancel_note=carried.cancel_note if carried else None,
@@ -154,6 +251,7 @@ class RefundWorkflow:
 
     @workflow.run
     async def run(self, params: RefundWorkflowInput) -> RefundStatus:
+        self._v2 = workflow.patched(MONEY_SAFE_PATCH)
         workflow.upsert_search_attributes(
             [
                 REFUND_PROVIDER.value_set(self._request.provider.value),
@@ -163,8 +261,21 @@ class RefundWorkflow:
         self._set_state(self._status.state)
         if params.carried is None:
             record_refund_started(self._request.provider.value)
+        # Temporal's cancellation cancels this (the primary) task only. The refund runs in a
+        # task of its own, so a cancellation never abandons a provider call in flight: it
+        # becomes a cancel request, handled like the `cancel` signal.
+        refund = asyncio.create_task(self._carry_through(params))
+        while True:
+            try:
+                return await asyncio.shield(refund)
+            except asyncio.CancelledError:
+                if refund.done():
+                    raise
+                self.cancel(CancelRequest(reason=TEMPORAL_CANCEL_REASON))
+
+    async def _carry_through(self, params: RefundWorkflowInput) -> RefundStatus:
         if params.carried is None and not await self._validate_and_submit():
-            return self._result()
+            return await self._result()
         return await self._watch()
 
     @workflow.signal(name="cancel")
@@ -197,11 +308,75 @@ class RefundWorkflow:
                 + (f" ({self._status.message})" if self._status.message else "")
             )
 
+    @workflow.update(name="resolve")
+    async def resolve(self, params: ResolveRequest) -> ResolveAnswer:
+        """An operator's decision for a refund in `NEEDS_ATTENTION`: adopt a provider refund
+        (checked at the provider first), re-send, or close. Recorded in the status."""
+        if params.action is ResolveAction.ADOPT:
+            assert params.refund_id is not None  # the model's own rule
+            refund = await self._check_adoptable(params.refund_id)
+            outcome = f"adopted provider refund {refund.refund_id} ({self._money(refund)})"
+            self._record_resolution(params, outcome)
+            self._decision = refund
+        elif params.action is ResolveAction.RESEND:
+            self._excluded.update(self._possible_refunds)
+            outcome = "declared that no refund was made: looking once more, then sending again"
+            self._record_resolution(params, outcome)
+            self._decision = _Resend()
+        else:
+            assert params.close_as is not None  # the model's own rule
+            who = f" by {params.by}" if params.by else ""
+            outcome = f"closed as {params.close_as.value}"
+            self._record_resolution(params, outcome)
+            self._decision = _Close(
+                params.close_as, f"closed{who} as {params.close_as.value}: {params.reason}"
+            )
+        # Answer once the main flow has taken the decision (and, for a close, finished).
+        await workflow.wait_condition(lambda: self._decision is None or self._status.is_final)
+        return ResolveAnswer(state=self._status.state, note=outcome)
+
+    @resolve.validator
+    def _accept_resolution(self, params: ResolveRequest) -> None:
+        state = self._status.state
+        if self._status.is_final:
+            raise ValueError(f"nothing to resolve: the refund is already {state.value}")
+        if self._decision is not None or self._resolving:
+            raise ValueError("another resolution of this refund is being applied")
+        if state is not RefundState.NEEDS_ATTENTION:
+            raise ValueError(
+                f"only a refund in NEEDS_ATTENTION can be resolved; this one is {state.value}"
+            )
+        if params.action in (ResolveAction.ADOPT, ResolveAction.RESEND):
+            if not self._awaiting_resolution:
+                known = self._status.provider_refund_id
+                raise ValueError(
+                    f"{params.action.value} applies only while the refund's submit outcome is "
+                    "unknown and waits for an operator; "
+                    + (
+                        f"this refund's provider refund is {known}"
+                        if known
+                        else "this one is still being sent"
+                    )
+                )
+        elif not self._awaiting_resolution and self._refund is None:
+            raise ValueError(
+                "the refund is still being sent (the provider is not answering): wait for it, "
+                "or cancel it, which is honoured before any re-send"
+            )
+        if params.refund_id is not None and params.refund_id in self._claimed:
+            raise ValueError(
+                f"provider refund {params.refund_id} is claimed by another refund of the same "
+                f"{self._scope()}: it cannot be this one's"
+            )
+
     @workflow.signal(name="admitted")
     def admitted(self, grant: LaneGrant) -> None:
-        """The payment's lane says it is this refund's turn."""
+        """The lane says it is this refund's turn."""
         self._admitted = True
-        self._claimed = grant.claimed_refund_ids
+        self._claims = grant.claims or tuple(
+            LaneClaim(refund_id=i) for i in grant.claimed_refund_ids
+        )
+        self._claimed = tuple(c.refund_id for c in self._claims)
 
     @workflow.query(name="status")
     def status(self) -> RefundStatus:
@@ -215,50 +390,87 @@ class RefundWorkflow:
             return False
         if workflow.patched(LANE_PATCH) and not await self._enter_lane():
             return False
-        made: tuple[str, ...] = ()
+        refund: ProviderRefund | None = None
         try:
             refund = await self._validate_then_submit()
-            if refund is not None:
-                made = (refund.refund_id,)
         finally:
-            await self._leave_lane(made + self._possible_refunds)
+            await self._leave_lane(refund)
         if refund is None:
             return False
         self._adopt(refund)
         return True
 
+    def _scope(self) -> str:
+        return "account" if self._v2 and self._request.account_id else "payment"
+
     async def _enter_lane(self) -> bool:
-        """Queue behind earlier refunds of the same payment; False if canceled meanwhile."""
-        self._lane = lane_id_for(self._request, workflow.info().task_queue)
-        self._status.message = "waiting for earlier refunds of this payment"
+        """Queue behind earlier refunds of the same account (or payment); False if canceled
+        meanwhile."""
+        self._lane = lane_id_for(self._request, workflow.info().task_queue, by_account=self._v2)
+        self._status.message = f"waiting for earlier refunds of the same {self._scope()}"
         self._touch()
         await workflow.execute_activity_method(
             LaneActivities.enter,
-            EnterLaneInput(lane_id=self._lane, workflow_id=workflow.info().workflow_id),
+            EnterLaneInput(
+                lane_id=self._lane,
+                workflow_id=workflow.info().workflow_id,
+                scope=lane_scope(self._lane) if self._v2 else None,
+            ),
             start_to_close_timeout=self._call_timeout,
             retry_policy=RETRY,
-            summary="queue in the payment's lane",
+            summary=f"queue in the {self._scope()}'s lane",
         )
         await workflow.wait_condition(lambda: self._admitted or self._status.cancel_requested)
         self._status.message = None
         if not self._admitted:
-            await self._leave_lane(())
+            await self._leave_lane(None)
             self._canceled_before_submit()
             return False
         return True
 
-    async def _leave_lane(self, refund_ids: tuple[str, ...]) -> None:
+    async def _leave_lane(self, made: ProviderRefund | None) -> None:
+        """Release the lane, claiming the refund made and every one that may be this one's."""
         if self._lane is None:
             return
         lane, self._lane = self._lane, None
+        claims = [LaneClaim(refund_id=i) for i in self._possible_refunds]
+        if made is not None:
+            claims = [c for c in claims if c.refund_id != made.refund_id]
+            claims.append(
+                LaneClaim(
+                    refund_id=made.refund_id,
+                    payment_id=self._request.payment_id,
+                    amount_minor=made.amount_minor,
+                    currency=made.currency,
+                    succeeded=made.status is ProviderRefundStatus.SUCCEEDED,
+                )
+            )
+        refund_ids = ((made.refund_id,) if made else ()) + self._possible_refunds
         try:
             await workflow.get_external_workflow_handle(lane).signal(
                 "release",
-                LaneExit(workflow_id=workflow.info().workflow_id, refund_ids=refund_ids),
+                LaneExit(
+                    workflow_id=workflow.info().workflow_id,
+                    refund_ids=refund_ids,
+                    claims=tuple(claims) if self._v2 else (),
+                ),
             )
         except FailureError:
             # The lane is gone (an operator terminated it): nothing left to release.
-            workflow.logger.warning("payment lane %s was gone at release", lane)
+            workflow.logger.warning("refund lane %s was gone at release", lane)
+
+    def _known_refunded_minor(self) -> int:
+        """What siblings of this service refunded on this very payment, and the provider
+        said succeeded: never another payment's refunds, never an unfinished one."""
+        currency = self._request.currency
+        return sum(
+            c.amount_minor
+            for c in self._claims
+            if c.succeeded
+            and c.amount_minor is not None
+            and c.payment_id == self._request.payment_id
+            and (currency is None or c.currency == currency)
+        )
 
     async def _validate_then_submit(self) -> ProviderRefund | None:
         try:
@@ -266,7 +478,9 @@ class RefundWorkflow:
                 "validate",
                 lambda: self._provider_call(
                     RefundActivities.validate,
-                    ValidateInput(request=self._request),
+                    ValidateInput(
+                        request=self._request, known_refunded_minor=self._known_refunded_minor()
+                    ),
                     f"validate at {self._request.provider.value}",
                 ),
             )
@@ -284,45 +498,97 @@ class RefundWorkflow:
         return await self._submit()
 
     async def _submit(self) -> ProviderRefund | None:
-        """Submit, reconciling unknown outcomes when re-sending is unsafe."""
-        assert self._validated is not None
-        for _ in range(3):
-            self._submitted_at = workflow.now()
-            try:
-                submitted: SubmittedRefund = await self._call(
-                    "submit",
-                    lambda: self._provider_call(
-                        RefundActivities.submit,
-                        SubmitInput(request=self._request),
-                        self._amount_summary("submit"),
-                    ),
+        """Submit until the provider answers, reconciling unknown outcomes where re-sending
+        is unsafe. Rides out outages for as long as they last."""
+        resumed = False
+        cycle = 0
+        while True:
+            cycle += 1
+            if not self._v2 and cycle > 3:
+                self._flag_attention(
+                    "the provider's answer to the refund call was lost three times"
                 )
-            except _Final as final:
-                if final.error.type != OUTCOME_UNKNOWN:
-                    self._finish(RefundState.FAILED, final.error.message)
+                return None
+            self._submitted_at = workflow.now()
+            sent = await self._send(resumed)
+            resumed = False
+            if isinstance(sent, _Accepted):
+                self._status.attempts += sent.submitted.attempt
+                return sent.submitted.refund
+            if isinstance(sent, _Refused):
+                self._finish(RefundState.FAILED, sent.message)
+                return None
+            if isinstance(sent, _BudgetSpent):
+                # Maybe cut mid-call: the next submit is told, so a provider without an
+                # idempotency key reconciles instead of sending blindly.
+                resumed = True
+                continue
+            self._note_error(sent.message)
+            if self._v2:
+                self._check_attention()  # flagged past the deadline, and keeps going
+            found = await self._reconcile(self._submitted_at, self._options.reconcile_lookups)
+            while found is _Lookup.UNRESOLVED:
+                if not self._v2:
                     return None
-                self._note_error(final.error.message)
-                found = await self._reconcile(self._submitted_at)
-                if isinstance(found, ProviderRefund):
-                    return found
-                if found == "ambiguous":
+                decision = await self._await_resolution()
+                if isinstance(decision, _Close):
                     return None
-                continue  # sure that nothing was made: send again
-            self._status.attempts += submitted.attempt
-            return submitted.refund
-        self._flag_attention("the provider's answer to the refund call was lost three times")
-        return None
+                if isinstance(decision, ProviderRefund):
+                    return decision
+                self._set_state(RefundState.SUBMITTING)
+                found = await self._reconcile(self._submitted_at, 1)
+            if isinstance(found, ProviderRefund):
+                return found
+            # Sure that nothing was made. A cancel that came meanwhile wins over a re-send.
+            if self._v2 and self._canceled_before_submit(
+                note="canceled before a re-send: lookups found no refund from the lost answer"
+            ):
+                return None
+            if self._v2 and cycle > 1 and await self._resend_backoff(cycle):
+                return None
 
-    async def _reconcile(self, attempt_started: datetime) -> ProviderRefund | str:
-        """Look for the refund a lost answer may have made; adopt it if exactly one fits.
+    async def _send(self, resumed: bool) -> _Accepted | _Refused | _Unknown | _BudgetSpent:
+        try:
+            submitted: SubmittedRefund = await self._call(
+                "submit",
+                lambda: self._provider_call(
+                    RefundActivities.submit,
+                    SubmitInput(request=self._request, resumed=resumed),
+                    self._amount_summary("submit"),
+                ),
+                once=self._v2,
+            )
+        except _Final as final:
+            if final.error.type == OUTCOME_UNKNOWN:
+                return _Unknown(final.error.message)
+            return _Refused(final.error.message)
+        except _Budget:
+            return _BudgetSpent()
+        return _Accepted(submitted)
 
-        Returns the refund, ``"none"`` when sure none was made, or ``"ambiguous"`` (state is
-        then NEEDS_ATTENTION with the evidence).
-        """
-        assert self._validated is not None
-        expected = self._validated.amount_minor
-        for _ in range(RECONCILE_LOOKUPS):
-            await workflow.sleep(RECONCILE_SETTLE, summary="let the provider settle")
+    async def _resend_backoff(self, cycle: int) -> bool:
+        """Wait before re-sending again; True when a cancel came meanwhile (then CANCELED)."""
+        delay = min(RESEND_BACKOFF_FIRST * 2 ** min(cycle - 2, 20), RESEND_BACKOFF_MAX)
+        self._status.next_check_at = workflow.now() + delay
+        self._touch()
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._status.cancel_requested,
+                timeout=delay,
+                timeout_summary="back off before sending again",
+            )
+        self._status.next_check_at = None
+        return self._canceled_before_submit(
+            note="canceled before a re-send: lookups found no refund from the lost answer"
+        )
+
+    async def _reconcile(self, attempt_started: datetime, lookups: int) -> ProviderRefund | _Lookup:
+        """Look for the refund a lost answer may have made; adopt it if exactly one fits."""
+        validated = self._require_validated()
+        expected = validated.amount_minor
+        settle = timedelta(seconds=self._options.reconcile_settle_s)
+        for _ in range(lookups):
+            await workflow.sleep(settle, summary="let the provider settle")
             try:
                 found: FoundRefunds = await self._call(
                     "reconcile",
@@ -337,30 +603,104 @@ class RefundWorkflow:
                     ),
                 )
             except _Final as final:
-                self._flag_attention(f"could not reconcile a lost answer: {final.error.message}")
-                return "ambiguous"
+                self._flag_attention(
+                    f"could not look up what the lost answer made: {final.error.message}",
+                    RESOLVE_HINT,
+                )
+                return _Lookup.UNRESOLVED
             matches = [
                 r
                 for r in found.refunds
                 if r.refund_id not in self._claimed
+                and r.refund_id not in self._excluded
                 and r.amount_minor == expected
-                and (r.currency is None or r.currency == self._validated.currency)
+                and (r.currency is None or r.currency == validated.currency)
                 and r.status is not ProviderRefundStatus.FAILED
             ]
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
-                self._possible_refunds = tuple(r.refund_id for r in matches)
-                ids = ", ".join(self._possible_refunds)
+                ids = tuple(r.refund_id for r in matches)
+                self._possible_refunds = tuple(dict.fromkeys(self._possible_refunds + ids))
                 self._flag_attention(
-                    f"answer lost and {len(matches)} refunds of this amount exist ({ids}); "
-                    "an operator must decide which one is this refund"
+                    f"answer lost and {len(matches)} refunds of this amount exist "
+                    f"({', '.join(ids)}); an operator must decide which one is this refund",
+                    RESOLVE_HINT,
                 )
-                return "ambiguous"
-        return "none"
+                return _Lookup.UNRESOLVED
+        return _Lookup.NONE_MADE
+
+    async def _await_resolution(self) -> _Decision:
+        """NEEDS_ATTENTION with nothing to watch: wait for the operator's `resolve`."""
+        self._awaiting_resolution = True
+        self._touch()
+        while True:
+            await workflow.wait_condition(
+                lambda: (
+                    self._decision is not None
+                    or (self._status.cancel_requested and self._status.cancel_note is None)
+                )
+            )
+            decision = self._decision
+            if decision is not None:
+                break
+            # Nothing is known to exist at the provider, so there is nothing to cancel yet.
+            self._status.cancel_note = (
+                "cancel noted: this refund's outcome is unknown; resolve it (a resend ends "
+                "it CANCELED if no refund is found, an adopted refund is cancelled at the "
+                "provider where it allows)"
+            )
+            self._touch()
+        self._awaiting_resolution = False
+        self._decision = None
+        if isinstance(decision, _Close):
+            self._finish(decision.state, decision.message)
+        return decision
+
+    async def _check_adoptable(self, refund_id: str) -> ProviderRefund:
+        """The named provider refund exists, is of this amount and currency, and no sibling
+        claimed it; otherwise the update fails with the reason."""
+        validated = self._require_validated()
+        self._resolving = True
+        try:
+            polled: PolledRefund = await self._call(
+                "adopt check",
+                lambda: self._provider_call(
+                    RefundActivities.poll_status,
+                    PollInput(request=self._request, refund_id=refund_id),
+                    f"check refund {refund_id} before adopting it",
+                ),
+                once=True,
+            )
+        except _Final as final:
+            raise _refusal(f"cannot adopt {refund_id}: {final.error.message}") from None
+        except _Budget:
+            raise _refusal(
+                f"cannot adopt {refund_id}: the provider did not answer; try again"
+            ) from None
+        finally:
+            self._resolving = False
+        refund = polled.refund
+        if refund.amount_minor is None or refund.currency is None:
+            raise _refusal(
+                f"cannot adopt {refund_id}: the provider does not state its amount and "
+                "currency, so it cannot be shown to be this refund (resend or close instead)"
+            )
+        if (refund.amount_minor, refund.currency) != (validated.amount_minor, validated.currency):
+            raise _refusal(
+                f"cannot adopt {refund_id}: it is {self._money(refund)}, this refund is "
+                f"{format_minor(validated.amount_minor, validated.currency)}"
+            )
+        if self._decision is not None or self._status.is_final:
+            raise _refusal("another resolution of this refund was applied meanwhile")
+        return refund
 
     async def _watch(self) -> RefundStatus:
         while not self._status.is_final:
+            if isinstance(self._decision, _Close):
+                close, self._decision = self._decision, None
+                self._finish(close.state, close.message)
+                break
             await self._handle_cancel()
             if self._status.is_final:
                 break
@@ -373,17 +713,27 @@ class RefundWorkflow:
             self._touch()
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    self._cancel_pending, timeout=delay, timeout_summary="next status check"
+                    lambda: self._cancel_pending() or self._decision is not None,
+                    timeout=delay,
+                    timeout_summary="next status check",
                 )
             self._status.next_check_at = None
             if self._should_continue_as_new():
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(self._carry())
-        return self._result()
+                # Handlers finish first, and a cancel or resolution that came just now is
+                # played out before the run hands over (an update waiting on it would
+                # otherwise wait forever).
+                await workflow.wait_condition(
+                    lambda: workflow.all_handlers_finished() or self._work_pending()
+                )
+                if not self._work_pending():
+                    workflow.continue_as_new(self._carry())
+        return await self._result()
+
+    def _work_pending(self) -> bool:
+        return self._cancel_pending() or self._decision is not None
 
     async def _check_status(self) -> None:
-        assert self._refund is not None
-        refund_id = self._refund.refund_id
+        refund_id = self._require_refund().refund_id
         try:
             polled: PolledRefund = await self._call(
                 "status",
@@ -395,9 +745,12 @@ class RefundWorkflow:
                 once=True,
             )
         except _Final as final:
-            self._flag_attention(f"status check refused: {final.error.message}")
+            self._flag_attention(f"status check refused: {final.error.message}", WATCH_HINT)
             return
         except _Budget:
+            if self._v2:
+                # A run whose checks keep failing still moves toward continue-as-new.
+                self._checks_this_run += 1
             return
         self._checks += 1
         self._checks_this_run += 1
@@ -406,9 +759,8 @@ class RefundWorkflow:
     async def _handle_cancel(self) -> None:
         if not self._cancel_pending():
             return
-        assert self._refund is not None
+        refund_id = self._require_refund().refund_id
         self._cancel_handled = True
-        refund_id = self._refund.refund_id
         reason = self._status.cancel_reason or "canceled by operator"
         try:
             result: CancelAtProviderResult = await self._call(
@@ -420,9 +772,15 @@ class RefundWorkflow:
                     ),
                     f"cancel refund {refund_id} at the provider",
                 ),
+                once=self._v2,
             )
         except _Final as final:
             result = CancelAtProviderResult(canceled=False, note=final.error.message)
+        except _Budget:
+            result = CancelAtProviderResult(
+                canceled=False,
+                note=f"the provider did not answer the cancel ({self._status.last_error})",
+            )
         if result.canceled:
             self._status.cancel_note = result.note
             if result.refund is not None:
@@ -452,7 +810,8 @@ class RefundWorkflow:
         )
 
     async def _call(self, step: str, start: Callable[[], Awaitable[R]], *, once: bool = False) -> R:
-        """Run an activity; loop over exhausted budgets; raise `_Final` on a final "no"."""
+        """Run an activity; loop over exhausted budgets (or, with ``once``, raise `_Budget`);
+        raise `_Final` on a final "no"."""
         while True:
             try:
                 return await start()
@@ -465,12 +824,12 @@ class RefundWorkflow:
                 if once:
                     raise _Budget() from None
 
-    def _canceled_before_submit(self) -> bool:
+    def _canceled_before_submit(self, note: str | None = None) -> bool:
         if not self._status.cancel_requested:
             return False
         self._cancel_handled = True
         reason = self._status.cancel_reason or "canceled by operator"
-        self._status.cancel_note = "canceled before submit: the provider was never asked"
+        self._status.cancel_note = note or "canceled before submit: the provider was never asked"
         self._finish(RefundState.CANCELED, f"canceled before submit: {reason}")
         return True
 
@@ -478,6 +837,16 @@ class RefundWorkflow:
         return self._status.cancel_requested and not self._cancel_handled
 
     def _adopt(self, refund: ProviderRefund) -> None:
+        # Paynow's status answer states no amounts: what an earlier answer confirmed stays.
+        if refund.amount_minor is not None and refund.currency is not None:
+            self._status.confirmed_amount_minor = refund.amount_minor
+            self._status.confirmed_currency = refund.currency
+        elif refund.amount_minor is not None:
+            self._status.confirmed_amount_minor = refund.amount_minor
+        if refund.payer_amount_minor is not None:
+            self._status.payer_amount_minor = refund.payer_amount_minor
+        if refund.voucher_amount_minor is not None:
+            self._status.voucher_amount_minor = refund.voucher_amount_minor
         self._refund = refund
         self._status.provider_refund_id = refund.refund_id
         self._status.provider_status = refund.raw_status
@@ -488,25 +857,68 @@ class RefundWorkflow:
         }.get(refund.status)
         if outcome is not None:
             detail = f": {refund.failure_reason}" if refund.failure_reason else ""
-            self._finish(outcome, f"provider status {refund.raw_status}{detail}")
+            message = f"provider status {refund.raw_status}{detail}"
+            if outcome is RefundState.SUCCEEDED and self._v2:
+                message += self._unconfirmed_money_note()
+            self._finish(outcome, message)
         elif self._status.state is not RefundState.NEEDS_ATTENTION:
             self._set_state(RefundState.PENDING)
         else:
             self._touch()
 
+    def _unconfirmed_money_note(self) -> str:
+        s = self._status
+        if s.confirmed_amount_minor is None:
+            return "; the provider did not state the amount refunded"
+        if s.confirmed_currency is None:
+            return (
+                "; the provider does not state a refund's currency (its refunds are in the "
+                "payment's currency)"
+            )
+        return ""
+
     def _check_attention(self) -> None:
         if self._status.is_final or self._status.state is RefundState.NEEDS_ATTENTION:
             return
-        started = self._status.started_at or workflow.now()
-        waited = workflow.now() - started
-        if waited.total_seconds() >= self._options.attention_after_s:
-            hours = waited.total_seconds() / 3600
+        now = workflow.now()
+        started = self._status.started_at or now
+        deadline = started + timedelta(seconds=self._options.attention_after_s)
+        may_last = self._refund.pending_may_last_s if self._refund is not None else None
+        if may_last is not None and self._submitted_at is not None:
+            # A documented provider wait (Paynow's awaiting refunds) is not a problem yet.
+            deadline = max(
+                deadline, self._submitted_at + timedelta(seconds=may_last) + ATTENTION_GRACE
+            )
+        if now >= deadline:
+            hours = (now - started).total_seconds() / 3600
             where = self._status.provider_status or self._status.state.value
-            self._flag_attention(f"not final after {hours:.1f} h (last known: {where})")
+            hint = WATCH_HINT if self._refund is not None else None
+            self._flag_attention(f"not final after {hours:.1f} h (last known: {where})", hint)
 
-    def _flag_attention(self, reason: str) -> None:
+    def _flag_attention(self, reason: str, actions: str | None = None) -> None:
         self._status.attention_reason = reason
+        self._status.attention_actions = actions
         self._set_state(RefundState.NEEDS_ATTENTION)
+
+    def _record_resolution(self, params: ResolveRequest, outcome: str) -> None:
+        self._status.resolutions.append(
+            Resolution(
+                action=params.action,
+                reason=params.reason,
+                by=params.by,
+                at=workflow.now(),
+                refund_id=params.refund_id,
+                close_as=params.close_as,
+                outcome=outcome,
+            )
+        )
+        self._status.attention_actions = None
+        workflow.logger.info(
+            "refund resolved by operator: %s",
+            outcome,
+            extra={"resolution": params.action.value, "resolved_by": params.by or ""},
+        )
+        self._touch()
 
     def _note_error(self, message: str) -> None:
         self._status.last_error = message
@@ -524,28 +936,49 @@ class RefundWorkflow:
             or workflow.info().is_continue_as_new_suggested()
         )
 
+    def _require_validated(self) -> ValidatedRefund:
+        if self._validated is None:
+            raise ApplicationError(
+                "invariant broken: the refund was not validated", non_retryable=True
+            )
+        return self._validated
+
+    def _require_refund(self) -> ProviderRefund:
+        if self._refund is None:
+            raise ApplicationError(
+                "invariant broken: no provider refund to watch", non_retryable=True
+            )
+        return self._refund
+
     def _carry(self) -> RefundWorkflowInput:
-        assert self._validated is not None
-        assert self._refund is not None
-        assert self._submitted_at is not None
-        assert self._status.started_at is not None
+        if self._submitted_at is None or self._status.started_at is None:
+            raise ApplicationError(
+                "invariant broken: continue-as-new before submit", non_retryable=True
+            )
+        s = self._status
         return RefundWorkflowInput(
             request=self._request,
             options=self._options,
             carried=CarriedState(
-                state=self._status.state,
-                validated=self._validated,
-                refund=self._refund,
-                started_at=self._status.started_at,
+                state=s.state,
+                validated=self._require_validated(),
+                refund=self._require_refund(),
+                started_at=s.started_at,
                 submitted_at=self._submitted_at,
-                attempts=self._status.attempts,
+                attempts=s.attempts,
                 checks=self._checks,
-                last_error=self._status.last_error,
-                attention_reason=self._status.attention_reason,
-                cancel_requested=self._status.cancel_requested,
-                cancel_reason=self._status.cancel_reason,
+                last_error=s.last_error,
+                attention_reason=s.attention_reason,
+                cancel_requested=s.cancel_requested,
+                cancel_reason=s.cancel_reason,
                 cancel_handled=self._cancel_handled,
-                cancel_note=self._status.cancel_note,
+                cancel_note=s.cancel_note,
+                attention_actions=s.attention_actions,
+                resolutions=tuple(s.resolutions),
+                confirmed_amount_minor=s.confirmed_amount_minor,
+                confirmed_currency=s.confirmed_currency,
+                payer_amount_minor=s.payer_amount_minor,
+                voucher_amount_minor=s.voucher_amount_minor,
             ),
         )
 
@@ -554,6 +987,7 @@ class RefundWorkflow:
         self._status.message = message
         self._status.finished_at = workflow.now()
         self._status.next_check_at = None
+        self._status.attention_actions = None
         self._set_state(state)
         record_refund_finished(
             self._request.provider.value,
@@ -582,17 +1016,36 @@ class RefundWorkflow:
         lines = [f"**{s.state.value}**"]
         if s.provider_refund_id:
             lines.append(f"provider refund `{s.provider_refund_id}`: {s.provider_status}")
+        if s.confirmed_amount_minor is not None and s.confirmed_currency:
+            lines.append(
+                "provider confirmed " + format_minor(s.confirmed_amount_minor, s.confirmed_currency)
+            )
         if s.next_check_at:
             lines.append(f"next check {s.next_check_at.isoformat(timespec='seconds')}")
         for label, value in (
             ("attention", s.attention_reason),
+            ("what to do", s.attention_actions),
             ("cancel", s.cancel_note),
             ("last error", s.last_error),
             ("outcome", s.message),
         ):
             if value:
                 lines.append(f"{label}: {value}")
+        for r in s.resolutions:
+            who = f" by {r.by}" if r.by else ""
+            lines.append(
+                f"resolved{who} at {r.at.isoformat(timespec='seconds')}: {r.outcome} ({r.reason})"
+            )
+        lines.append(
+            "Cancel: the `cancel` signal and Temporal's Request Cancellation do the same safe "
+            "thing (never abandon a provider call); Terminate is unsafe."
+        )
         return "\n\n".join(lines)
+
+    def _money(self, refund: ProviderRefund) -> str:
+        if refund.amount_minor is not None and refund.currency:
+            return format_minor(refund.amount_minor, refund.currency)
+        return "amount not stated by the provider"
 
     def _amount_summary(self, verb: str) -> str:
         s = self._status
@@ -603,8 +1056,15 @@ class RefundWorkflow:
         )
         return f"{verb} {amount} at {self._request.provider.value}"
 
-    def _result(self) -> RefundStatus:
+    async def _result(self) -> RefundStatus:
+        # The run never ends with an update still running (its caller would get no answer).
+        await workflow.wait_condition(workflow.all_handlers_finished)
         return self._status.model_copy()
+
+
+def _refusal(message: str) -> ApplicationError:
+    """A refused resolution: the update fails with this; the refund is unchanged."""
+    return ApplicationError(message, type="ResolutionRefused", non_retryable=True)
 
 
 class _Budget(Exception):

@@ -378,23 +378,6 @@ async def test_mews_unknown_outcome_resends_only_when_sure_none_was_made(
     assert fake.count("submit") == 2
 
 
-async def test_mews_unknown_outcome_with_two_candidates_needs_attention(
-    env: WorkflowEnvironment,
-) -> None:
-    fake = FakeProvider(
-        submit_step=_raise(final_error("mews: no answer", OUTCOME_UNKNOWN)),
-        find_step=lambda n, _: [
-            refund(PENDING, "A", raw="Pending", amount_minor=5000, currency="GBP"),
-            refund(PENDING, "B", raw="Pending", amount_minor=5000, currency="GBP"),
-        ],
-    )
-    async with harness(env, fake) as h:
-        result = await h.run(mews_request(5000))
-    assert result.state is RefundState.NEEDS_ATTENTION
-    assert "A, B" in (result.attention_reason or "")
-    assert fake.count("submit") == 1
-
-
 async def test_continue_as_new_keeps_the_refund(env: WorkflowEnvironment) -> None:
     fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n <= 25 else SUCCEEDED))
     options = RefundOptions(poll_initial_s=1, poll_max_s=5, checks_per_run=10)
