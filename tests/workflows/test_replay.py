@@ -1,13 +1,17 @@
 """Determinism: recorded histories replay through the current workflow code.
 
-``histories/*.json`` were recorded from real runs (``python -m tests.workflows.test_replay``
-records them again). A change that alters the commands an existing history expects fails
-here, before it can break refunds that are in flight.
+``histories/*.json`` were recorded from real runs of the code of their day, and are kept:
+a change that alters the commands an existing history expects fails here, before it can
+break refunds that are in flight. Each generation has its prefix: none for the first
+workflow, ``lane_`` for the per-payment lane, ``v2_`` for the money-safe workflow
+(patch ``money-safe-v2``) and its account lane. ``python -m tests.workflows.test_replay
+PREFIX`` records the scenarios of today's code under a new prefix (never over old files).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -16,14 +20,15 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, Worker
 
 from activities.failures import OUTCOME_UNKNOWN
+from activities.lane_activities import LaneActivities
 from core.models import ProviderRefundStatus, RefundOptions
 from tests.workflows.conftest import venv_binary
 from tests.workflows.fakes import FakeProvider, final_error, refund
 from tests.workflows.test_refund_workflow import mews_request, paynow_request, worker_for
-from workflows.models import CancelRequest, RefundWorkflowInput
+from workflows.models import CancelRequest, RefundWorkflowInput, lane_id_for
 from workflows.payment_lane import RefundLaneWorkflow
 from workflows.refund import RefundWorkflow
 
@@ -36,6 +41,10 @@ def _scenarios() -> dict[str, tuple[FakeProvider, RefundWorkflowInput, bool]]:
 
     def lost_once(n: int, _: object) -> None:
         if n == 1:
+            raise final_error("mews: no answer", OUTCOME_UNKNOWN)
+
+    def lost_thrice(n: int, _: object) -> None:
+        if n <= 3:
             raise final_error("mews: no answer", OUTCOME_UNKNOWN)
 
     return {
@@ -62,6 +71,11 @@ def _scenarios() -> dict[str, tuple[FakeProvider, RefundWorkflowInput, bool]]:
         "paynow_continued_as_new": (
             FakeProvider(poll_step=lambda n, _: refund(PENDING if n <= 12 else SUCCEEDED)),
             RefundWorkflowInput(request=paynow_request("replay-5"), options=options),
+            False,
+        ),
+        "mews_lost_answers_ridden_out": (
+            FakeProvider(submit_step=lost_thrice, find_step=lambda n, _: []),
+            RefundWorkflowInput(request=mews_request(), options=options),
             False,
         ),
     }
@@ -115,19 +129,72 @@ async def test_fresh_histories_replay(env: WorkflowEnvironment) -> None:
         assert result.replay_failure is None, f"{name}: {result.replay_failure}"
 
 
-async def _write_histories() -> None:
+async def _record_lane(env: WorkflowEnvironment) -> WorkflowHistory:
+    """The account lane with its real activities (on the dev server): two refunds of one
+    account admitted in turn, the first one's provider refund kept claimed."""
+    queue = f"replay-{uuid.uuid4().hex}"
+    lanes = LaneActivities(env.client)
+    fake = FakeProvider()
+    first, second = mews_request(), mews_request(2500)
+    lane_id = lane_id_for(first, queue)
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[RefundWorkflow, RefundLaneWorkflow],
+        activities=[*fake.all, *lanes.all],
+    ):
+        options = RefundOptions(poll_initial_s=1, poll_max_s=2)
+        for request in (first, second):
+            handle = await env.client.start_workflow(
+                RefundWorkflow.run,
+                RefundWorkflowInput(request=request, options=options),
+                id=request.workflow_id,
+                task_queue=queue,
+            )
+            await handle.result()
+        lane = env.client.get_workflow_handle(lane_id)
+        for _ in range(200):
+            status = await lane.query(RefundLaneWorkflow.lane)
+            if status.holder is None and len(status.claims) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        history = await lane.fetch_history()
+        await lane.terminate("recorded")
+    return history
+
+
+async def _write_histories(prefix: str) -> None:
+    def write(name: str, history: WorkflowHistory) -> None:
+        path = HISTORIES / f"{prefix}_{name}.json"
+        if path.exists():
+            raise SystemExit(f"{path} exists: histories are kept, record under a new prefix")
+        path.write_text(history.to_json() + "\n")
+        print(f"recorded {path.name}", file=sys.stderr)
+
+    from core.temporal import ensure_search_attributes
+
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=venv_binary("temporal-test-server"),
     )
     async with env:
-        from core.temporal import ensure_search_attributes
-
         await ensure_search_attributes(env.client, env.client.namespace)
         for name, history in (await _record(env)).items():
-            (HISTORIES / f"{name}.json").write_text(history.to_json() + "\n")
-            print(f"recorded {name}", file=sys.stderr)
+            write(name, history)
+    dev = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=venv_binary("temporal"),
+        dev_server_extra_args=["--log-level", "error"],
+    )
+    async with dev:
+        await ensure_search_attributes(dev.client, dev.client.namespace)
+        write("account_lane_two_refunds", await _record_lane(dev))
 
 
 if __name__ == "__main__":
-    asyncio.run(_write_histories())
+    if len(sys.argv) != 2 or not sys.argv[1].isidentifier():
+        raise SystemExit("usage: python -m tests.workflows.test_replay PREFIX")
+    asyncio.run(_write_histories(sys.argv[1]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # the SDK can abort at interpreter exit (temporalio #300)
