@@ -28,7 +28,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import FailureError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.models import (
@@ -44,7 +44,13 @@ from core.settings import Settings
 from core.temporal import REFUND_PAYMENT_ID, REFUND_PROVIDER, REFUND_STATE, connect
 from providers.registry import check_request
 from telemetry.tracing import traced, tracing_interceptor
-from workflows.models import CancelAnswer, CancelRequest, RefundWorkflowInput
+from workflows.models import (
+    CancelAnswer,
+    CancelRequest,
+    RefundWorkflowInput,
+    ResolveAnswer,
+    ResolveRequest,
+)
 from workflows.refund import RefundWorkflow
 
 WORKFLOW_TYPE = "RefundWorkflow"
@@ -60,6 +66,12 @@ class IdempotencyConflictError(RefundClientError):
 
 class RefundNotFoundError(RefundClientError):
     """No refund has this key (or the namespace no longer retains it)."""
+
+
+class ResolutionRefusedError(RefundClientError):
+    """The refund refused an operator's `resolve`: not in NEEDS_ATTENTION, already final, or
+    the provider refund to adopt does not check out. The refund is unchanged; the message is
+    the workflow's reason."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +269,35 @@ class RefundClient:
         except WorkflowUpdateFailedError as err:
             raise RefundClientError(f"refund {key!r}: {err.cause}") from None
         assert isinstance(answer, CancelAnswer)
+        return answer
+
+    async def resolve(self, key: str, request: ResolveRequest) -> ResolveAnswer:
+        """An operator's decision for a refund in `NEEDS_ATTENTION`, through the `resolve`
+        update: adopt a provider refund (checked at the provider first), re-send, or close.
+
+        Returns once the workflow has taken the decision (a close: once the refund is final).
+        A refusal (wrong state, already final, a refund that cannot be adopted) raises
+        :class:`ResolutionRefusedError` with the workflow's reason; nothing changed then."""
+        try:
+            # By name, like request_cancel: mypy cannot match the typed form of an async
+            # update that has a validator.
+            answer = await self.handle(key).execute_update(
+                "resolve", request, result_type=ResolveAnswer
+            )
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise _not_found(err, key) from None
+            # A finished workflow takes no updates: say so, if the refund exists at all.
+            final = await self.status(key)
+            raise ResolutionRefusedError(
+                f"refund {key!r}: nothing to resolve: the refund is already {final.state.value}"
+            ) from None
+        except WorkflowUpdateFailedError as err:
+            # The workflow's reason, without the failure type ("ResolutionRefused: ...").
+            cause = err.cause
+            reason = cause.message if isinstance(cause, FailureError) else str(cause)
+            raise ResolutionRefusedError(f"refund {key!r}: {reason}") from None
+        assert isinstance(answer, ResolveAnswer)
         return answer
 
     async def wait(self, key: str) -> RefundStatus:
