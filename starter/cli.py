@@ -1,5 +1,5 @@
-"""`refunds`: start, follow and cancel refunds; run the worker, the simulators, the dev stack
-and the demo. See ``docs/cli.md``.
+"""`refunds`: start, follow, cancel and resolve refunds; run the worker, the simulators, the
+dev stack and the demo. See ``docs/cli.md``.
 
 Exit codes: 0 ok; 1 any other failure; 2 invalid input (arguments, request fields, amounts,
 settings); 3 idempotency conflict; 4 no refund with that key. Errors are one line on stderr.
@@ -22,7 +22,14 @@ from typing import Any, NoReturn, TextIO
 from pydantic import ValidationError
 
 from codec.encryption import EncryptionSettingsError
-from core.models import ProviderName, ReasonCode, RefundRequest, RefundState
+from core.models import (
+    FINAL_STATES,
+    ProviderName,
+    ReasonCode,
+    RefundRequest,
+    RefundState,
+    ResolveAction,
+)
 from core.money import MoneyError, parse_major
 from core.settings import MissingSettingError, Settings
 from providers.errors import InvalidRequestError
@@ -38,6 +45,7 @@ from starter.client import (
 )
 from starter.stack import DEFAULT_STATE_DIR, StackConfig, StackError
 from telemetry.tracing import parent_context, setup_tracing
+from workflows.models import ResolveRequest
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -62,6 +70,20 @@ FLAG_OF_FIELD = {
     "requester": "--requester",
     "metadata": "--meta",
 }
+
+
+# `refunds resolve --close` values and the state each ends the refund in.
+CLOSE_AS = {"failed": RefundState.FAILED, "canceled": RefundState.CANCELED}
+
+# ResolveRequest fields as `refunds resolve` spells them.
+FLAG_OF_RESOLVE_FIELD = {
+    "refund_id": "--adopt",
+    "close_as": "--close",
+    "reason": "--reason",
+    "by": "--by",
+}
+
+DEFAULT_OPERATOR = "operator"
 
 
 class UsageError(Exception):
@@ -142,6 +164,34 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason", required=True)
     cancel.add_argument("--json", action="store_true", help="print JSON")
     cancel.set_defaults(handler=cmd_cancel)
+
+    resolve = commands.add_parser(
+        "resolve",
+        help="decide a refund in NEEDS_ATTENTION: adopt a provider refund, re-send, or close",
+        description=(
+            "An operator's decision for a refund in NEEDS_ATTENTION whose outcome is unknown. "
+            "--adopt ID: this provider refund is this refund's (checked at the provider first: "
+            "it must exist on the payment's account, be of this amount and currency, and not "
+            "be claimed by another refund). --resend: no refund was made; the refund looks once "
+            "more, then sends again. --close failed|canceled: end the refund so. The decision "
+            "and its reason are recorded in the status. A refusal changes nothing (exit 1)."
+        ),
+    )
+    resolve.add_argument("key")
+    decision = resolve.add_mutually_exclusive_group(required=True)
+    decision.add_argument(
+        "--adopt", metavar="REFUND_ID", help="the provider refund that is this refund's"
+    )
+    decision.add_argument(
+        "--resend", action="store_true", help="no refund was made: look once more, then send"
+    )
+    decision.add_argument(
+        "--close", choices=list(CLOSE_AS), help="end the refund as FAILED or CANCELED"
+    )
+    resolve.add_argument("--reason", required=True, help="why (recorded with the decision)")
+    resolve.add_argument("--by", help="who decides (default: $USER, else 'operator')")
+    resolve.add_argument("--json", action="store_true", help="print JSON")
+    resolve.set_defaults(handler=cmd_resolve)
 
     listing = commands.add_parser("list", help="list refunds, newest first")
     listing.add_argument("--state", choices=[s.value for s in RefundState])
@@ -459,6 +509,55 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def default_operator() -> str:
+    """Who resolves when --by is not given: the login name, else ``operator``."""
+    return os.environ.get("USER", "").strip() or DEFAULT_OPERATOR
+
+
+def build_resolution(args: argparse.Namespace) -> ResolveRequest:
+    """The `resolve` update's payload from the command line; raises InputError (exit 2)."""
+    if not args.reason.strip():
+        raise InputError("--reason", "must not be blank: say why")
+    by = default_operator() if args.by is None else args.by.strip()
+    if not by:
+        raise InputError("--by", "must not be blank (leave it out for $USER)")
+    fields: dict[str, Any] = {"reason": args.reason, "by": by}
+    if args.adopt is not None:
+        refund_id = args.adopt.strip()
+        if not refund_id:
+            raise InputError("--adopt", "needs the provider refund id")
+        fields.update(action=ResolveAction.ADOPT, refund_id=refund_id)
+    elif args.resend:
+        fields["action"] = ResolveAction.RESEND
+    else:
+        fields.update(action=ResolveAction.CLOSE, close_as=CLOSE_AS[args.close])
+    try:
+        return ResolveRequest.model_validate(fields)
+    except ValidationError as err:
+        raise InputError("resolution", describe_validation(err, FLAG_OF_RESOLVE_FIELD)) from None
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    request = build_resolution(args)
+    settings = load_settings()
+
+    async def go() -> int:
+        client = await connect(settings)
+        answer = await client.resolve(args.key, request)
+        if args.json:
+            print(output.to_json(answer))
+            return EXIT_OK
+        print(
+            f"resolved refund {args.key!r} ({request.action.value} by {request.by}): {answer.note}"
+        )
+        print(f"state now {answer.state.value}")
+        if answer.state not in FINAL_STATES:
+            print(f"follow it with `{PROG} status {args.key}`")
+        return EXIT_OK
+
+    return asyncio.run(go())
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     settings = load_settings()
 
@@ -726,6 +825,7 @@ STARTER_COMMANDS: tuple[Callable[[argparse.Namespace], int], ...] = (
     cmd_start,
     cmd_status,
     cmd_cancel,
+    cmd_resolve,
     cmd_list,
     cmd_batch,
 )

@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core.models import RefundStatus
-from core.money import MoneyError, format_minor
+from core.models import RefundStatus, Resolution
+from core.money import MoneyError, exponent, format_minor, minor_to_decimal
 
 EMPTY = "-"
 
@@ -77,17 +77,79 @@ def status_pairs(status: RefundStatus) -> list[tuple[str, object]]:
         ("amount", amount(status.amount_minor, status.currency)),
         ("provider refund", status.provider_refund_id),
         ("provider status", status.provider_status),
+        ("confirmed", confirmed_money(status)),
+        ("split", money_split(status)),
         ("message", status.message),
         ("attempts", status.attempts or None),
         ("last error", status.last_error),
         ("attention", status.attention_reason),
+        ("what to do", status.attention_actions),
         ("cancel reason", status.cancel_reason),
         ("cancel note", status.cancel_note),
+        *(("resolution", resolution_line(r)) for r in status.resolutions),
         ("next check", status.next_check_at),
         ("started", status.started_at),
         ("updated", status.updated_at),
         ("finished", status.finished_at),
     ]
+
+
+NO_CURRENCY = "currency not stated by the provider"
+
+
+def _provider_amount(
+    amount_minor: int, currency: str | None, payment_currency: str | None
+) -> tuple[str, bool]:
+    """Money as the provider stated it, and whether it stated the currency: ``12.34 PLN``;
+    without one (Paynow states none for a refund), the number in the payment's currency's
+    units (``12.34``), else in minor units."""
+    if currency is not None:
+        return amount(amount_minor, currency), True
+    if payment_currency is not None:
+        try:
+            places = exponent(payment_currency)
+        except MoneyError:
+            pass
+        else:
+            return f"{minor_to_decimal(amount_minor, payment_currency):.{places}f}", False
+    return f"{amount_minor} minor units", False
+
+
+def confirmed_money(status: RefundStatus) -> str | None:
+    """What the provider confirmed for the refund; None when it confirmed no amount."""
+    if status.confirmed_amount_minor is None:
+        return None
+    text, stated = _provider_amount(
+        status.confirmed_amount_minor, status.confirmed_currency, status.currency
+    )
+    return text if stated else f"{text} ({NO_CURRENCY})"
+
+
+def money_split(status: RefundStatus) -> str | None:
+    """Where the confirmed money went (Paynow vouchers): ``payer 10.00 PLN, voucher 2.34 PLN``."""
+    parts: list[str] = []
+    unstated = False
+    for label, value in (
+        ("payer", status.payer_amount_minor),
+        ("voucher", status.voucher_amount_minor),
+    ):
+        if value is None:
+            continue
+        text, stated = _provider_amount(value, status.confirmed_currency, status.currency)
+        parts.append(f"{label} {text}")
+        unstated = unstated or not stated
+    if not parts:
+        return None
+    return ", ".join(parts) + (f" ({NO_CURRENCY})" if unstated else "")
+
+
+def resolution_line(resolution: Resolution) -> str:
+    """One operator decision: when, what, who, the outcome and why."""
+    who = resolution.by or "unknown operator"
+    return (
+        f"{_cell(resolution.at)} {resolution.action.value} by {who}: {resolution.outcome} "
+        f"(reason: {resolution.reason})"
+    )
 
 
 def render_status(status: RefundStatus) -> str:
