@@ -169,12 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         "resolve",
         help="decide a refund in NEEDS_ATTENTION: adopt a provider refund, re-send, or close",
         description=(
-            "An operator's decision for a refund in NEEDS_ATTENTION whose outcome is unknown. "
-            "--adopt ID: this provider refund is this refund's (checked at the provider first: "
-            "it must exist on the payment's account, be of this amount and currency, and not "
-            "be claimed by another refund). --resend: no refund was made; the refund looks once "
-            "more, then sends again. --close failed|canceled: end the refund so. The decision "
-            "and its reason are recorded in the status. A refusal changes nothing (exit 1)."
+            "An operator's decision for a refund in NEEDS_ATTENTION. While its submit outcome "
+            "is unknown: --adopt ID, this provider refund is this refund's (checked at the "
+            "provider first: it must exist there, be of this refund's amount and currency, and "
+            "not be claimed by another refund of the same account or payment); --resend, no "
+            "refund was made: it looks once more, then sends again. Always: --close "
+            "failed|canceled ends the refund so. The decision, who made it and why are "
+            "recorded in the status. A refusal changes nothing (exit 1)."
         ),
     )
     resolve.add_argument("key")
