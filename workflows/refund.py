@@ -533,7 +533,10 @@ class RefundWorkflow:
                 decision = await self._await_resolution()
                 if isinstance(decision, _Close):
                     return None
+                # Resolved: no longer waiting for anyone. An adopted refund is watched
+                # (PENDING until its provider status says more), a resend submits again.
                 if isinstance(decision, ProviderRefund):
+                    self._set_state(RefundState.PENDING)
                     return decision
                 self._set_state(RefundState.SUBMITTING)
                 found = await self._reconcile(self._submitted_at, 1)

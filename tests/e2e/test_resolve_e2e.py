@@ -389,14 +389,6 @@ async def test_resolve_refused_unless_needs_attention(e2e_clean: E2E) -> None:
     assert "no refund with key" in missing.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "workflow bug: an adopted provider refund still pending keeps the refund in "
-        "NEEDS_ATTENTION (RefundWorkflow._adopt keeps that state) until the provider ends it"
-    ),
-)
 async def test_adopted_pending_refund_is_watched_as_pending(
     e2e_clean: E2E, starter: RefundClient
 ) -> None:
@@ -409,6 +401,7 @@ async def test_adopted_pending_refund_is_watched_as_pending(
     try:
         adopted = await cli(e2e, "resolve", key, "--adopt", made["refund_id"], "--reason", "e2e")
         assert adopted.code == 0, adopted.err
+        assert "state now PENDING" in adopted.out  # no longer waiting for an operator
         status = await starter.status(key)
         while status.provider_refund_id is None:
             await asyncio.sleep(0.1)
