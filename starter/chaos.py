@@ -6,20 +6,38 @@ amounts, some started twice with the same key, some canceled along the way) and,
 run, injects random simulator faults (5xx bursts, 429 with ``Retry-After``, latency,
 "processed then the answer is held", dropped answers) and SIGKILLs and restarts the worker a
 few times, each time while a refund call it made has been processed by the provider and its
-answer is held (Mews and Paynow in turn: where re-sending would refund twice). Then it waits
-for every refund to end, up to a deadline, reads the simulators' journals and prints one
-table:
+answer is held (Mews and Paynow in turn: where re-sending would refund twice).
 
-* started, succeeded, failed, canceled, rejected, needs attention (parked for a person with
-  the evidence, still watched);
+Two harder cases are part of every run:
+
+* **Shared accounts.** Some Mews payments sit on one customer account, two to four per
+  account, in one currency and often refunded by the same amount (a Mews lookup by account
+  cannot tell such refunds apart); the refunds of one account are started at the same moment.
+* **A long outage.** One provider's refund call answers 503 for a long stretch (a timed
+  simulator fault: as long as the starts and the storm together, at most
+  :data:`OUTAGE_MAX_S`), beginning while refunds are being started. Refunds ride it out.
+
+Then it waits for every refund to end, up to a deadline, reads the simulators' journals and
+prints one table:
+
+* started, succeeded, failed, canceled, rejected;
+* **needs attention**: parked in NEEDS_ATTENTION for an operator (still running: a workflow
+  that waits for ``resolve`` never ends by itself, so the run stops waiting for it once every
+  other refund has ended or the deadline passed);
+* **start errors**: refunds that could not be started;
 * refunds made at the provider for the run's payments;
 * **duplicates**: refunds with more than one refund at the provider (per idempotency key at
-  Paynow; per payment at Mews, which has no keys: each refund here has its own payment);
+  Paynow; per payment at Mews, which has no keys but whose simulator knows which payment each
+  refund refunded, shared accounts included);
 * **orphans**: the provider made one refund but the workflow reports another, or none;
-* **lost**: neither final nor parked by the deadline.
+* **money mismatches**: the refund made (or the amount the workflow reports, or the provider
+  confirmed) differs from the amount asked;
+* **lost**: neither final nor parked by the deadline, or the workflow failed.
 
-Exit 0 when duplicates, orphans and lost are all 0, else 1. The seed is printed: the same
-seed makes the same refunds, faults and kill times (the interleaving still varies).
+A run is OK, exit 0, only when every refund was started and ended final and correct: no
+refund parked, unstarted, duplicated, orphaned, mismatched or lost; else exit 1. The seed is
+printed: the same seed makes the same refunds, accounts, faults, outage and kill times (the
+interleaving still varies).
 """
 
 from __future__ import annotations
@@ -46,7 +64,7 @@ from starter.client import RefundClient, RefundClientError
 from starter.output import render_table, to_json
 from starter.stack import EmbeddedStack, StackConfig
 from workflows.models import CancelRequest
-from workflows.refund import RefundWorkflow
+from workflows.refund import RESOLVE_HINT, RefundWorkflow
 
 # Short timings, so a killed worker's activity is retried within seconds.
 POLL_INITIAL_S = 0.5
@@ -57,6 +75,12 @@ WORKER_ENV = {
     "REFUNDS_HTTP_TIMEOUT_S": str(HTTP_TIMEOUT_S),
     "REFUNDS_CALL_TIMEOUT_S": str(CALL_TIMEOUT_S),
 }
+# A Mews refund whose answer was lost waits this long before each of its lookups (the
+# simulator shows a refund at once; the default, 30 s, is for the real Mews).
+RECONCILE_SETTLE_S = 5.0
+# The longest outage a run injects, however long the run.
+OUTAGE_MAX_S = 120.0
+OUTAGE_STATUS = 503
 REASON = "chaos run: goods returned"
 # How long a kill waits for a refund call to hold before it kills anyway.
 HOLD_WAIT_S = 10.0
@@ -112,6 +136,13 @@ class ChaosConfig:
     cancel_share: float = 0.08
     twin_share: float = 0.1
     progress_every_s: float = 5.0
+    # Share of the Mews refunds whose payment sits on a shared account (2-4 per account).
+    shared_share: float = 0.35
+    # Of those accounts, the share whose refunds all ask the same amount.
+    same_amount_share: float = 0.5
+    # The long outage of one provider's refund call: None scales it to the run (the starts
+    # and the storm, at most OUTAGE_MAX_S); 0 for none.
+    outage_s: float | None = None
 
 
 @dataclass
@@ -121,12 +152,16 @@ class ChaosRefund:
     request: RefundRequest
     cancel_after_s: float | None
     twin: bool
+    # Refunds of payments on the same shared Mews account have the same number here.
+    account_group: int | None = None
     started: bool = False
     attached: int = 0
     start_error: str | None = None
     final: RefundStatus | None = None
     attention: RefundStatus | None = None
     error: str | None = None
+    # The status last seen of a refund neither final nor parked (for the report).
+    last_seen: RefundStatus | None = None
     made: list[str] = field(default_factory=list)
 
     @property
@@ -159,10 +194,26 @@ class ChaosReport:
     worker_kills: int
     elapsed_s: float
     problems: list[dict[str, Any]]
+    money_mismatches: int = 0
+    # Refunds of payments on shared Mews accounts, and how many such accounts.
+    shared_account_refunds: int = 0
+    shared_accounts: int = 0
+    # The long outage, in words (None: none this run).
+    outage: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.duplicates == 0 and self.orphans == 0 and self.lost == 0
+        """Every refund started and ended final and correct: nothing parked for an operator,
+        unstarted, made twice, unknown to its workflow, of the wrong amount, or lost."""
+        return (
+            self.started == self.count
+            and self.start_errors == 0
+            and self.needs_attention == 0
+            and self.duplicates == 0
+            and self.orphans == 0
+            and self.money_mismatches == 0
+            and self.lost == 0
+        )
 
     def rows(self) -> list[tuple[str, int]]:
         return [
@@ -171,10 +222,12 @@ class ChaosReport:
             ("failed", self.failed),
             ("canceled", self.canceled),
             ("rejected", self.rejected),
-            ("needs attention", self.needs_attention),
+            ("needs attention (parked for an operator)", self.needs_attention),
+            ("start errors", self.start_errors),
             ("refunds made at the provider", self.refunds_at_provider),
             ("duplicates (more than one refund at the provider)", self.duplicates),
             ("orphans (refund unknown to its workflow)", self.orphans),
+            ("money mismatches (amount differs from the request)", self.money_mismatches),
             ("lost (not final by the deadline)", self.lost),
         ]
 
@@ -182,30 +235,29 @@ class ChaosReport:
         return render_table(["RESULT", "COUNT"], self.rows(), right=[1])
 
     def to_dict(self) -> dict[str, Any]:
+        names = (
+            "started",
+            "succeeded",
+            "failed",
+            "canceled",
+            "rejected",
+            "needs_attention",
+            "start_errors",
+            "refunds_at_provider",
+            "duplicates",
+            "orphans",
+            "money_mismatches",
+            "lost",
+        )
         return {
             "run_id": self.run_id,
             "seed": self.seed,
             "count": self.count,
-            **dict(
-                zip(
-                    (
-                        "started",
-                        "succeeded",
-                        "failed",
-                        "canceled",
-                        "rejected",
-                        "needs_attention",
-                        "refunds_at_provider",
-                        "duplicates",
-                        "orphans",
-                        "lost",
-                    ),
-                    (value for _, value in self.rows()),
-                    strict=True,
-                )
-            ),
+            **dict(zip(names, (value for _, value in self.rows()), strict=True)),
             "attached": self.attached,
-            "start_errors": self.start_errors,
+            "shared_account_refunds": self.shared_account_refunds,
+            "shared_accounts": self.shared_accounts,
+            "outage": self.outage,
             "faults_injected": self.faults_injected,
             "worker_kills": self.worker_kills,
             "elapsed_s": round(self.elapsed_s, 1),
@@ -237,6 +289,7 @@ class ChaosRun:
         self.refunds: list[ChaosRefund] = []
         self.faults = Counter[str]()
         self.kills = 0
+        self.outage: str | None = None
         self.began = time.monotonic()
         self._starts_done = asyncio.Event()
 
@@ -246,8 +299,11 @@ class ChaosRun:
     async def run(self) -> ChaosReport:
         async with httpx.AsyncClient(base_url=self.stack.sim_url, timeout=30) as http:
             await self._prepare(http)
+            groups = {r.account_group for r in self.refunds if r.account_group is not None}
+            shared = sum(1 for r in self.refunds if r.account_group is not None)
             self.say(
-                f"chaos {self.run_id} (seed {self.seed}): {len(self.refunds)} refunds, "
+                f"chaos {self.run_id} (seed {self.seed}): {len(self.refunds)} refunds "
+                f"({shared} on {len(groups)} shared Mews accounts), "
                 f"{self.config.kills} worker kills, a fault every ~{self.config.fault_every_s}s"
             )
             storm_over = asyncio.Event()
@@ -255,6 +311,7 @@ class ChaosRun:
             chaos = [
                 asyncio.create_task(self._inject_faults(http, storm_over)),
                 asyncio.create_task(self._kill_workers(http)),
+                asyncio.create_task(self._long_outage(http)),
             ]
             reporter = asyncio.create_task(self._report_progress())
             try:
@@ -270,9 +327,9 @@ class ChaosRun:
                 for task in [*chaos, *watchers, reporter]:
                     task.cancel()
                 await asyncio.gather(*chaos, *watchers, reporter, return_exceptions=True)
-            await self._collect_attention_details()
+            await self._collect_unfinished()
             journals = {p: await self._journal(http, p) for p in ProviderName}
-        return self._report(journals)
+        return self.report(journals)
 
     # ------------------------------------------------------------------ refunds
 
@@ -282,23 +339,87 @@ class ChaosRun:
             provider = self.rng.choice(list(ProviderName))
             names, weights = zip(*SCENARIOS[provider], strict=True)
             plans.append((number, provider, self.rng.choices(names, weights)[0]))
+        groups = self._shared_groups(plans)
         limit = asyncio.Semaphore(self.config.concurrency)
 
-        async def create(number: int, provider: ProviderName, scenario: str) -> dict[str, Any]:
+        async def create(provider: ProviderName, scenario: str, **extra: Any) -> dict[str, Any]:
             async with limit:
                 response = await http.post(
-                    f"/{provider.value}/_sim/payments", json={"scenario": scenario}
+                    f"/{provider.value}/_sim/payments", json={"scenario": scenario, **extra}
                 )
                 response.raise_for_status()
                 payment: dict[str, Any] = response.json()
                 return payment
 
-        payments = await asyncio.gather(*(create(*plan) for plan in plans))
-        for (number, provider, scenario), payment in zip(plans, payments, strict=True):
-            self.refunds.append(self._plan(number, provider, scenario, payment))
+        async def create_group(members: list[int]) -> list[dict[str, Any]]:
+            """The first payment opens a new account; the others join it, in its currency."""
+            _, provider, scenario = plans[members[0]]
+            first = await create(provider, scenario)
+            rest = [
+                await create(
+                    plans[i][1],
+                    plans[i][2],
+                    account_id=first["account_id"],
+                    currency=first["currency"],
+                )
+                for i in members[1:]
+            ]
+            return [first, *rest]
+
+        grouped = {index for members in groups for index in members}
+        singles = [i for i in range(len(plans)) if i not in grouped]
+        payments: dict[int, dict[str, Any]] = dict(
+            zip(
+                singles,
+                await asyncio.gather(*(create(plans[i][1], plans[i][2]) for i in singles)),
+                strict=True,
+            )
+        )
+        for members, made in zip(
+            groups, await asyncio.gather(*(create_group(m) for m in groups)), strict=True
+        ):
+            payments.update(zip(members, made, strict=True))
+        group_of = {i: g for g, members in enumerate(groups, start=1) for i in members}
+        for index, (number, provider, scenario) in enumerate(plans):
+            self.refunds.append(
+                self._plan(number, provider, scenario, payments[index], group_of.get(index))
+            )
+        # On an account refunded by one amount, every refund asks the same (when it fits).
+        for members in groups:
+            if self.rng.random() >= self.config.same_amount_share:
+                continue
+            refunds = [self.refunds[i] for i in members]
+            amounts = [r.request.amount_minor for r in refunds if r.request.amount_minor]
+            if not amounts:
+                continue
+            same = min(amounts)
+            for refund in refunds:
+                if refund.request.amount_minor is not None:
+                    refund.request = refund.request.model_copy(update={"amount_minor": same})
+
+    def _shared_groups(self, plans: list[tuple[int, ProviderName, str]]) -> list[list[int]]:
+        """Which Mews refunds (indexes into ``plans``) share an account: runs of 2-4."""
+        mews = [i for i, (_, provider, _) in enumerate(plans) if provider is ProviderName.MEWS]
+        groups: list[list[int]] = []
+        at = 0
+        while at < len(mews) - 1:
+            # A group starts here this often, so that about shared_share end up in one.
+            share = self.config.shared_share
+            if self.rng.random() < share / (3 - 2 * share):
+                size = min(self.rng.randint(2, 4), len(mews) - at)
+                groups.append(mews[at : at + size])
+                at += size
+            else:
+                at += 1
+        return groups
 
     def _plan(
-        self, number: int, provider: ProviderName, scenario: str, payment: dict[str, Any]
+        self,
+        number: int,
+        provider: ProviderName,
+        scenario: str,
+        payment: dict[str, Any],
+        account_group: int | None = None,
     ) -> ChaosRefund:
         fields: dict[str, Any] = {
             "idempotency_key": f"chaos-{self.run_id}-{number}",
@@ -322,12 +443,18 @@ class ChaosRun:
             request=RefundRequest.model_validate(fields),
             cancel_after_s=self.rng.uniform(0.0, 4.0) if cancel else None,
             twin=self.rng.random() < self.config.twin_share,
+            account_group=account_group,
         )
 
     async def _start_all(self, watchers: list[asyncio.Task[None]]) -> None:
         """Starts spread over a ramp (a twentieth of a second per refund)."""
-        ramp_s = len(self.refunds) * 0.05
+        ramp_s = self._ramp_s()
         delays = sorted(self.rng.uniform(0, ramp_s) for _ in self.refunds)
+        # The refunds of one shared account start together, at the first one's moment.
+        group_delay: dict[int, float] = {}
+        for index, refund in enumerate(self.refunds):
+            if refund.account_group is not None:
+                delays[index] = group_delay.setdefault(refund.account_group, delays[index])
         limit = asyncio.Semaphore(self.config.concurrency)
         began = time.monotonic()
 
@@ -367,16 +494,23 @@ class ChaosRun:
             refund.error = f"{type(err).__name__}: {err}"
 
     async def _wait(self) -> None:
+        """Until every started refund is final, or parked waiting for an operator's `resolve`
+        (nothing else moves it on), or the deadline passes. A refund still in NEEDS_ATTENTION
+        then counts as parked; anything else not final as lost."""
         deadline = time.monotonic() + self.config.deadline_s
         while time.monotonic() < deadline:
             await self._scan_attention()
-            if all(r.settled for r in self.refunds if r.started):
+            unfinished = [r for r in self.refunds if r.started and r.final is None]
+            if all(r.error is not None or _awaits_operator(r.attention) for r in unfinished):
+                if unfinished:
+                    self.say(f"{len(unfinished)} refund(s) wait for an operator; not waiting")
                 return
             await asyncio.sleep(1.0)
         self.say(f"deadline of {self.config.deadline_s:.0f}s reached")
 
     async def _scan_attention(self) -> None:
-        """Running refunds of this run parked in NEEDS_ATTENTION (from the visibility store)."""
+        """Running refunds of this run in NEEDS_ATTENTION (from the visibility store), with
+        their status."""
         by_id = {r.request.workflow_id: r for r in self.refunds if r.final is None}
         query = (
             'WorkflowType="RefundWorkflow" AND RefundState="NEEDS_ATTENTION" '
@@ -389,22 +523,40 @@ class ChaosRun:
         except RPCError:
             return
         for workflow_id, refund in by_id.items():
-            if workflow_id in parked and refund.attention is None:
-                refund.attention = RefundStatus(
-                    key=refund.key,
-                    workflow_id=workflow_id,
-                    provider=refund.request.provider,
-                    payment_id=refund.request.payment_id,
-                    state=RefundState.NEEDS_ATTENTION,
-                )
-            elif workflow_id not in parked:
+            if workflow_id not in parked:
+                refund.attention = None
+                continue
+            try:
+                status = await asyncio.wait_for(self.client.status(refund.key), 10)
+            except (TimeoutError, RefundClientError):
+                continue
+            if status.is_final:
+                refund.final = status
+                refund.attention = None
+            elif status.state is RefundState.NEEDS_ATTENTION:
+                refund.attention = status
+            else:
                 refund.attention = None
 
-    async def _collect_attention_details(self) -> None:
+    async def _collect_unfinished(self) -> None:
+        """The last status of every started refund that is not final (the watcher gave up
+        on it): final after all, parked in NEEDS_ATTENTION, or still on its way (lost)."""
         for refund in self.refunds:
-            if refund.final is None and refund.attention is not None:
-                with contextlib.suppress(TimeoutError, RefundClientError):
-                    refund.attention = await asyncio.wait_for(self.client.status(refund.key), 10)
+            if not refund.started or refund.final is not None or refund.error is not None:
+                continue
+            try:
+                status = await asyncio.wait_for(self.client.status(refund.key), 10)
+            except (TimeoutError, RefundClientError) as err:
+                refund.last_seen = refund.last_seen or refund.attention
+                refund.attention = None
+                refund.error = refund.error or f"status unknown: {type(err).__name__}: {err}"
+                continue
+            if status.is_final:
+                refund.final, refund.attention = status, None
+            elif status.state is RefundState.NEEDS_ATTENTION:
+                refund.attention = status
+            else:
+                refund.attention, refund.last_seen = None, status
 
     # ------------------------------------------------------------------- chaos
 
@@ -444,11 +596,44 @@ class ChaosRun:
             spec.update(seconds=round(self.rng.uniform(3.0, 6.0), 2))
         return spec
 
+    def _ramp_s(self) -> float:
+        """Starts are spread over this long (a twentieth of a second per refund)."""
+        return len(self.refunds) * 0.05
+
+    def _outage_plan(self) -> tuple[float, float]:
+        """(when after the start of the run, how long) the long outage comes; 0 s: none."""
+        at = self.rng.uniform(0.0, self._ramp_s() / 2)
+        length = self.config.outage_s
+        if length is None:
+            length = min(OUTAGE_MAX_S, self._ramp_s() + self.config.storm_after_starts_s - at)
+        return at, max(0.0, length)
+
+    async def _long_outage(self, http: httpx.AsyncClient) -> None:
+        """One provider's refund call answers 503 for a long stretch (a timed fault), from
+        early in the starts: refunds started before and during it ride it out."""
+        provider = self.rng.choice(list(ProviderName))
+        at, length = self._outage_plan()
+        if length <= 0:
+            return
+        await asyncio.sleep(max(0.0, self.began + at - time.monotonic()))
+        path, method = FAULT_TARGETS[provider][0]
+        spec = {
+            "kind": "status",
+            "status": OUTAGE_STATUS,
+            "duration_s": round(length, 1),
+            "path_contains": path,
+            "method": method,
+        }
+        (await http.post(f"/{provider.value}/_sim/faults", json=spec)).raise_for_status()
+        self.faults["outage"] += 1
+        self.outage = f"{provider.value} refund calls answered {OUTAGE_STATUS} for {length:.0f}s"
+        self.say(f"long outage: {self.outage}")
+
     async def _kill_workers(self, http: httpx.AsyncClient) -> None:
         """SIGKILL the worker at random moments, each time while a refund call it made is
         held by the provider after processing (Mews and Paynow in turn): the moment where
         re-sending would refund twice."""
-        horizon = len(self.refunds) * 0.05 + self.config.storm_after_starts_s
+        horizon = self._ramp_s() + self.config.storm_after_starts_s
         moments = sorted(self.rng.uniform(2.0, max(2.0, horizon)) for _ in range(self.config.kills))
         for index, moment in enumerate(moments):
             await asyncio.sleep(max(0.0, self.began + moment - time.monotonic()))
@@ -515,7 +700,8 @@ class ChaosRun:
         journal: dict[str, Any] = response.json()
         return journal
 
-    def _report(self, journals: dict[ProviderName, dict[str, Any]]) -> ChaosReport:
+    def report(self, journals: dict[ProviderName, dict[str, Any]]) -> ChaosReport:
+        """The run's verdict from its refunds (as watched) and the simulators' journals."""
         made: dict[tuple[ProviderName, str], list[dict[str, Any]]] = {}
         by_key: dict[str, list[dict[str, Any]]] = {}
         for provider, journal in journals.items():
@@ -525,7 +711,8 @@ class ChaosRun:
                     by_key.setdefault(record["idempotency_key"], []).append(record)
         states = Counter(r.final.state for r in self.refunds if r.final is not None)
         problems: list[dict[str, Any]] = []
-        duplicates = orphans = lost = at_provider = 0
+        issues = Counter[str]()
+        at_provider = 0
         for refund in self.refunds:
             request = refund.request
             records = list(made.get((request.provider, request.payment_id), []))
@@ -534,65 +721,104 @@ class ChaosRun:
             records += [r for r in by_key.get(refund.key, []) if r not in records]
             refund.made = [str(r["refund_id"]) for r in records]
             at_provider += len(records)
-            status = refund.final or refund.attention
-            issue: str | None = None
-            if len(records) > 1:
-                duplicates += 1
-                issue = "duplicate"
-            elif refund.started and not refund.settled:
-                lost += 1
-                issue = "lost"
-            elif refund.error is not None:
-                lost += 1
-                issue = f"workflow error: {refund.error}"
-            elif (
-                records
-                and refund.final is not None
-                and refund.final.provider_refund_id != refund.made[0]
-            ):
-                orphans += 1
-                issue = "orphan"
-            elif refund.attention is not None and refund.final is None:
-                issue = "needs attention"
-            elif refund.start_error is not None:
-                issue = f"start error: {refund.start_error}"
-            if issue is not None:
-                problems.append(
-                    {
-                        "key": refund.key,
-                        "provider": request.provider.value,
-                        "scenario": refund.scenario,
-                        "payment_id": request.payment_id,
-                        "issue": issue,
-                        "state": status.state.value if status else None,
-                        "provider_refund_id": status.provider_refund_id if status else None,
-                        "refunds_at_provider": refund.made,
-                        "note": (status.attention_reason or status.last_error) if status else None,
-                    }
-                )
+            kind, issue = _judge(refund, records)
+            if kind is None:
+                continue
+            issues[kind] += 1
+            status = refund.final or refund.attention or refund.last_seen
+            problems.append(
+                {
+                    "key": refund.key,
+                    "provider": request.provider.value,
+                    "scenario": refund.scenario,
+                    "payment_id": request.payment_id,
+                    "account_group": refund.account_group,
+                    "issue": issue,
+                    "state": status.state.value if status else None,
+                    "provider_refund_id": status.provider_refund_id if status else None,
+                    "refunds_at_provider": refund.made,
+                    "note": (status.attention_reason or status.last_error) if status else None,
+                }
+            )
+        groups = {r.account_group for r in self.refunds if r.account_group is not None}
         return ChaosReport(
             run_id=self.run_id,
             seed=self.seed,
             count=len(self.refunds),
             started=sum(1 for r in self.refunds if r.started),
             attached=sum(r.attached for r in self.refunds),
-            start_errors=sum(1 for r in self.refunds if r.start_error is not None),
+            start_errors=sum(1 for r in self.refunds if not r.started),
             succeeded=states[RefundState.SUCCEEDED],
             failed=states[RefundState.FAILED],
             canceled=states[RefundState.CANCELED],
             rejected=states[RefundState.REJECTED],
-            needs_attention=sum(
-                1 for r in self.refunds if r.final is None and r.attention is not None
-            ),
+            needs_attention=issues["needs attention"],
             refunds_at_provider=at_provider,
-            duplicates=duplicates,
-            orphans=orphans,
-            lost=lost,
+            duplicates=issues["duplicate"],
+            orphans=issues["orphan"],
+            lost=issues["lost"],
+            money_mismatches=issues["money mismatch"],
             faults_injected=dict(sorted(self.faults.items())),
             worker_kills=self.kills,
             elapsed_s=time.monotonic() - self.began,
             problems=problems,
+            shared_account_refunds=sum(1 for r in self.refunds if r.account_group is not None),
+            shared_accounts=len(groups),
+            outage=self.outage,
         )
+
+
+def _awaits_operator(status: RefundStatus | None) -> bool:
+    """Parked in NEEDS_ATTENTION with its outcome unknown: only an operator's `resolve`
+    moves it on (a refund flagged while still watched may yet end by itself)."""
+    return (
+        status is not None
+        and status.state is RefundState.NEEDS_ATTENTION
+        and status.attention_actions == RESOLVE_HINT
+    )
+
+
+def _judge(refund: ChaosRefund, records: list[dict[str, Any]]) -> tuple[str | None, str]:
+    """What is wrong with one refund, worst first: (kind, words), or (None, "") when it was
+    started and ended final and correct. Kinds: duplicate, lost, orphan, money mismatch,
+    needs attention, start error."""
+    final = refund.final
+    if len(records) > 1:
+        return "duplicate", "duplicate"
+    if not refund.started:
+        return "start error", f"start error: {refund.start_error or 'never started'}"
+    if refund.error is not None:
+        return "lost", f"workflow error: {refund.error}"
+    if final is None and refund.attention is None:
+        return "lost", "lost"
+    made = str(records[0]["refund_id"]) if records else None
+    # The provider made one the workflow does not report, or the workflow reports one the
+    # provider never made.
+    if final is not None and final.provider_refund_id != made:
+        return "orphan", "orphan"
+    if records:
+        mismatch = _money_mismatch(refund, int(records[0]["amount_minor"]))
+        if mismatch is not None:
+            return "money mismatch", f"money mismatch: {mismatch}"
+    if final is None:
+        return "needs attention", "needs attention"
+    return None, ""
+
+
+def _money_mismatch(refund: ChaosRefund, refunded_minor: int) -> str | None:
+    """Why the amount refunded at the provider is not the one asked, or None."""
+    asked = refund.request.amount_minor
+    status = refund.final or refund.attention
+    if asked is not None and refunded_minor != asked:
+        return f"asked {asked}, the provider refunded {refunded_minor}"
+    if status is None:
+        return None
+    if status.amount_minor is not None and status.amount_minor != refunded_minor:
+        return f"the workflow says {status.amount_minor}, the provider refunded {refunded_minor}"
+    confirmed = status.confirmed_amount_minor
+    if confirmed is not None and confirmed != refunded_minor:
+        return f"the provider confirmed {confirmed} but refunded {refunded_minor}"
+    return None
 
 
 def render_report(report: ChaosReport) -> str:
@@ -601,12 +827,12 @@ def render_report(report: ChaosReport) -> str:
         report.table(),
         "",
         f"run {report.run_id}, seed {report.seed}: {report.count} refunds "
-        f"({report.attached} second starts attached to the first), "
+        f"({report.attached} second starts attached to the first; "
+        f"{report.shared_account_refunds} on {report.shared_accounts} shared Mews accounts), "
         f"{report.worker_kills} worker kills, faults injected: {faults}; "
         f"{report.elapsed_s:.1f}s",
+        f"long outage: {report.outage or 'none'}",
     ]
-    if report.start_errors:
-        lines.append(f"{report.start_errors} refund(s) could not be started")
     if report.problems:
         lines.append("")
         lines.append(
@@ -627,9 +853,10 @@ def render_report(report: ChaosReport) -> str:
             )
         )
     verdict = (
-        "OK: no duplicate, orphan or lost refund"
+        "OK: every refund final and correct (none parked, unstarted, duplicated, orphaned, "
+        "mismatched or lost)"
         if report.ok
-        else "FAILED: duplicates, orphans or lost refunds above"
+        else "FAILED: not every refund ended final and correct (see above)"
     )
     lines += ["", verdict]
     return "\n".join(lines)
@@ -637,7 +864,10 @@ def render_report(report: ChaosReport) -> str:
 
 def chaos_options() -> RefundOptions:
     return RefundOptions(
-        poll_initial_s=POLL_INITIAL_S, poll_max_s=POLL_MAX_S, call_timeout_s=CALL_TIMEOUT_S
+        poll_initial_s=POLL_INITIAL_S,
+        poll_max_s=POLL_MAX_S,
+        call_timeout_s=CALL_TIMEOUT_S,
+        reconcile_settle_s=RECONCILE_SETTLE_S,
     )
 
 

@@ -1,5 +1,7 @@
-"""`refunds chaos` in small: twenty refunds under random faults and one worker kill, on the
-fault tests' stack. No refund may be made twice, be unknown to its workflow, or be lost."""
+"""`refunds chaos` in small: twenty refunds under random faults, one worker kill, a short
+outage of one provider's refund call and a shared Mews account, on the fault tests' stack.
+Every refund must end final and correct: none made twice, unknown to its workflow, of the
+wrong amount, lost, or parked in NEEDS_ATTENTION."""
 
 from __future__ import annotations
 
@@ -26,8 +28,16 @@ async def test_chaos_smoke(faults: FaultStack) -> None:
     assert report.duplicates == 0, report.problems
     assert report.orphans == 0, report.problems
     assert report.lost == 0, report.problems
+    assert report.money_mismatches == 0, report.problems
+    assert report.needs_attention == 0, report.problems
+    assert report.start_errors == 0, report.problems
     finished = report.succeeded + report.failed + report.canceled + report.rejected
-    assert finished + report.needs_attention == 20
+    assert finished == 20
+    assert report.ok
+    assert report.faults_injected.get("outage") == 1
+    assert report.outage is not None
+    assert report.shared_accounts >= 1
+    assert report.shared_account_refunds >= 2
     assert faults.stack.worker_pid is not None
     # The next tests count requests and 429s: give them Mews' rate-limit window afresh.
     for provider in ProviderName:
