@@ -200,6 +200,8 @@ class RefundWorkflow:
         # Set from the patch marker when the run starts; until then (handlers that run first)
         # the current behaviour.
         self._v2 = True
+        # When this run first sent the refund: an adopted refund cannot be older.
+        self._first_sent_at: datetime | None = None
         # One call's timeout; the HTTP client's own (REFUNDS_HTTP_TIMEOUT_S) is far shorter.
         self._call_timeout = timedelta(seconds=params.options.call_timeout_s)
         self._validated: ValidatedRefund | None = carried.validated if carried else None
@@ -264,13 +266,17 @@ class RefundWorkflow:
         # Temporal's cancellation cancels this (the primary) task only. The refund runs in a
         # task of its own, so a cancellation never abandons a provider call in flight: it
         # becomes a cancel request, handled like the `cancel` signal.
+        if not self._v2:
+            return await self._carry_through(params)
         refund = asyncio.create_task(self._carry_through(params))
         while True:
             try:
                 return await asyncio.shield(refund)
             except asyncio.CancelledError:
                 if refund.done():
-                    raise
+                    # Finished (or continued as new) in the same task as the cancellation:
+                    # its outcome stands.
+                    return refund.result()
                 self.cancel(CancelRequest(reason=TEMPORAL_CANCEL_REASON))
 
     async def _carry_through(self, params: RefundWorkflowInput) -> RefundStatus:
@@ -332,7 +338,15 @@ class RefundWorkflow:
                 params.close_as, f"closed{who} as {params.close_as.value}: {params.reason}"
             )
         # Answer once the main flow has taken the decision (and, for a close, finished).
+        recorded = len(self._status.resolutions) - 1
         await workflow.wait_condition(lambda: self._decision is None or self._status.is_final)
+        if params.close_as is not None and self._status.state is not params.close_as:
+            # The provider's final status came first: the record says so.
+            outcome = f"not applied: the refund ended {self._status.state.value} first"
+            self._decision = None
+            entry = self._status.resolutions[recorded]
+            self._status.resolutions[recorded] = entry.model_copy(update={"outcome": outcome})
+            self._touch()
         return ResolveAnswer(state=self._status.state, note=outcome)
 
     @resolve.validator
@@ -509,7 +523,13 @@ class RefundWorkflow:
                     "the provider's answer to the refund call was lost three times"
                 )
                 return None
-            self._submitted_at = workflow.now()
+            if not resumed or self._submitted_at is None:
+                # A resumed submit follows a call that may have sent: the lookup window
+                # starts before that call, not this one.
+                self._submitted_at = workflow.now()
+            attempt_started = self._submitted_at
+            if self._first_sent_at is None:
+                self._first_sent_at = attempt_started
             sent = await self._send(resumed)
             resumed = False
             if isinstance(sent, _Accepted):
@@ -526,7 +546,7 @@ class RefundWorkflow:
             self._note_error(sent.message)
             if self._v2:
                 self._check_attention()  # flagged past the deadline, and keeps going
-            found = await self._reconcile(self._submitted_at, self._options.reconcile_lookups)
+            found = await self._reconcile(attempt_started, self._options.reconcile_lookups)
             while found is _Lookup.UNRESOLVED:
                 if not self._v2:
                     return None
@@ -539,7 +559,7 @@ class RefundWorkflow:
                     self._set_state(RefundState.PENDING)
                     return decision
                 self._set_state(RefundState.SUBMITTING)
-                found = await self._reconcile(self._submitted_at, 1)
+                found = await self._reconcile(attempt_started, 1)
             if isinstance(found, ProviderRefund):
                 return found
             # Sure that nothing was made. A cancel that came meanwhile wins over a re-send.
@@ -689,6 +709,16 @@ class RefundWorkflow:
                 f"cannot adopt {refund_id}: the provider does not state its amount and "
                 "currency, so it cannot be shown to be this refund (resend or close instead)"
             )
+        sent = self._first_sent_at
+        if (
+            sent is not None
+            and refund.created_at is not None
+            and refund.created_at < sent - RECONCILE_MARGIN
+        ):
+            raise _refusal(
+                f"cannot adopt {refund_id}: it was made at {refund.created_at:%Y-%m-%d %H:%M:%S} "
+                f"UTC, before this refund was first sent ({sent:%Y-%m-%d %H:%M:%S} UTC)"
+            )
         if (refund.amount_minor, refund.currency) != (validated.amount_minor, validated.currency):
             raise _refusal(
                 f"cannot adopt {refund_id}: it is {self._money(refund)}, this refund is "
@@ -725,6 +755,9 @@ class RefundWorkflow:
                 # Handlers finish first, and a cancel or resolution that came just now is
                 # played out before the run hands over (an update waiting on it would
                 # otherwise wait forever).
+                if not self._v2:
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(self._carry())
                 await workflow.wait_condition(
                     lambda: workflow.all_handlers_finished() or self._work_pending()
                 )
@@ -749,6 +782,10 @@ class RefundWorkflow:
             )
         except _Final as final:
             self._flag_attention(f"status check refused: {final.error.message}", WATCH_HINT)
+            if self._v2:
+                # Refused checks back off and move toward continue-as-new like any other.
+                self._checks += 1
+                self._checks_this_run += 1
             return
         except _Budget:
             if self._v2:
@@ -788,7 +825,20 @@ class RefundWorkflow:
             self._status.cancel_note = result.note
             if result.refund is not None:
                 self._adopt(result.refund)
-            if not self._status.is_final:
+            still_live = (
+                self._v2
+                and result.refund is not None
+                and result.refund.status is not ProviderRefundStatus.CANCELED
+            )
+            if still_live and not self._status.is_final:
+                # Only the provider's own word that the refund is cancelled ends it so.
+                assert result.refund is not None
+                self._status.cancel_note = (
+                    f"the provider took the cancel but shows the refund as "
+                    f"{result.refund.raw_status}; watching until final"
+                )
+                self._touch()
+            elif not self._status.is_final:
                 self._finish(RefundState.CANCELED, f"canceled: {reason}")
         else:
             self._status.cancel_note = (
@@ -887,7 +937,7 @@ class RefundWorkflow:
         started = self._status.started_at or now
         deadline = started + timedelta(seconds=self._options.attention_after_s)
         may_last = self._refund.pending_may_last_s if self._refund is not None else None
-        if may_last is not None and self._submitted_at is not None:
+        if self._v2 and may_last is not None and self._submitted_at is not None:
             # A documented provider wait (Paynow's awaiting refunds) is not a problem yet.
             deadline = max(
                 deadline, self._submitted_at + timedelta(seconds=may_last) + ATTENTION_GRACE

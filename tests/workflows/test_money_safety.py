@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,6 +25,8 @@ from activities.failures import OUTCOME_UNKNOWN
 from activities.models import (
     CancelAtProviderResult,
     EnterLaneInput,
+    FindRefundsInput,
+    FoundRefunds,
     PolledRefund,
     PollInput,
     SubmitInput,
@@ -627,3 +629,143 @@ async def test_validation_is_told_only_this_payments_succeeded_sibling_refunds(
             task_queue=queue,
         )
     assert seen == [700]
+
+
+# ------------------------------------------------------------- found in review (issue 9)
+
+
+async def test_a_resumed_submit_looks_back_to_the_call_that_may_have_sent(
+    env: WorkflowEnvironment,
+) -> None:
+    """Before: the lookup window started at the resumed submit, up to a call budget after
+    the call that may have made the refund, so that refund could be missed and sent again."""
+    first: list[datetime] = []
+    windows: list[datetime] = []
+
+    @activity.defn(name="submit_refund")
+    async def submit(params: SubmitInput) -> SubmittedRefund:
+        info = activity.info()
+        first.append(info.current_attempt_scheduled_time)
+        if params.resumed:
+            raise LOST
+        if info.current_attempt_scheduled_time - first[0] < timedelta(minutes=15):
+            raise ApplicationError("mews HTTP 503", type="ServerError")
+        return SubmittedRefund(refund=refund(PENDING), attempt=info.attempt)
+
+    @activity.defn(name="find_submitted_refunds")
+    async def find(params: FindRefundsInput) -> FoundRefunds:
+        windows.append(params.created_from)
+        return FoundRefunds(refunds=())
+
+    fake = FakeProvider()
+    queue = f"q-{uuid.uuid4().hex}"
+    activities: list[Callable[..., Any]] = [
+        fake.validate,
+        submit,
+        fake.poll_status,
+        fake.cancel,
+        find,
+    ]
+    async with worker_for(env, queue, activities):
+        request = mews_request()
+        handle = await env.client.start_workflow(
+            RefundWorkflow.run,
+            RefundWorkflowInput(request=request, options=FAST),
+            id=request.workflow_id,
+            task_queue=queue,
+        )
+        result = await handle.result()
+    assert result.state is RefundState.SUCCEEDED
+    assert windows, "the resumed submit should have been reconciled"
+    # The first call went out at first[0]; its refund may date from then.
+    assert windows[0] <= first[0] - timedelta(minutes=4)
+
+
+async def test_a_cancel_the_provider_took_but_still_shows_pending_is_not_canceled(
+    env: WorkflowEnvironment,
+) -> None:
+    """Before: any cancel answer marked 'canceled' ended the refund CANCELED, even when the
+    provider's own status for it was still NEW."""
+    fake = FakeProvider(
+        poll_step=lambda n, _: refund(PENDING if n < 3 else SUCCEEDED, raw="NEW"),
+        cancel_step=lambda n, _: CancelAtProviderResult(
+            canceled=True, refund=refund(PENDING, raw="NEW"), note="canceled at paynow"
+        ),
+    )
+    async with harness(env, fake) as h:
+        handle = await h.start(paynow_request())
+        await wait_for(handle, lambda s: s.state is RefundState.PENDING)
+        await handle.signal(RefundWorkflow.cancel, CancelRequest(reason="customer kept it"))
+        result = await handle.result()
+    assert result.state is RefundState.SUCCEEDED
+    assert "watching until final" in (result.cancel_note or "")
+
+
+async def test_refused_status_checks_still_continue_as_new(env: WorkflowEnvironment) -> None:
+    """Before: a status check refused with a final error counted nowhere, so the run polled
+    at the first interval forever and never continued as new."""
+
+    def poll(n: int, _: activity.Info) -> Any:
+        if n <= 12:
+            raise final_error("paynow: refund not found", "NotFoundError")
+        return refund(SUCCEEDED)
+
+    fake = FakeProvider(poll_step=poll)
+    options = RefundOptions(poll_initial_s=1, poll_max_s=5, checks_per_run=10)
+    async with harness(env, fake) as h:
+        request = paynow_request()
+        handle = await h.start(request, options)
+        result = await handle.result()
+        latest = await env.client.get_workflow_handle(request.workflow_id).describe()
+    assert result.state is RefundState.SUCCEEDED
+    assert latest.run_id != handle.first_execution_run_id
+
+
+async def test_adopt_refuses_a_refund_older_than_this_ones_first_send(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    """Before: any unclaimed refund of the account with this amount could be adopted, such
+    as another payment's refund from the day before."""
+    fake = FakeProvider(submit_step=_raise(LOST), find_step=_two_candidates)
+
+    @activity.defn(name="poll_refund_status")
+    async def poll(params: PollInput) -> PolledRefund:
+        made = datetime.now(UTC) - timedelta(days=1)
+        return PolledRefund(
+            refund=refund(
+                SUCCEEDED,
+                params.refund_id,
+                raw="Charged",
+                amount_minor=5000,
+                currency="GBP",
+                created_at=made,
+            )
+        )
+
+    queue = f"q-{uuid.uuid4().hex}"
+    activities: list[Callable[..., Any]] = [
+        fake.validate,
+        fake.submit,
+        poll,
+        fake.cancel,
+        fake.find_submitted,
+    ]
+    async with worker_for(dev_env, queue, activities):
+        request = mews_request(5000)
+        handle = await dev_env.client.start_workflow(
+            RefundWorkflow.run,
+            RefundWorkflowInput(request=request, options=QUICK),
+            id=request.workflow_id,
+            task_queue=queue,
+        )
+        await wait_for(handle, lambda s: s.state is RefundState.NEEDS_ATTENTION)
+        with pytest.raises(WorkflowUpdateFailedError) as old:
+            await _resolve(
+                handle,
+                ResolveRequest(action=ResolveAction.ADOPT, refund_id="Y", reason="ops"),
+            )
+        assert "before this refund was first sent" in str(old.value.cause)
+        status = await handle.query(RefundWorkflow.status)
+        assert status.state is RefundState.NEEDS_ATTENTION
+        assert status.resolutions == []
+        await handle.terminate("test finished")
