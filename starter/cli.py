@@ -259,9 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="many refunds under random provider faults and worker kills; checks exactly-once",
         description=(
             "Start an embedded stack on free ports, run --count refunds (both providers, random "
-            "scenarios and amounts) while injecting simulator faults and killing the worker, "
-            "then print started/succeeded/failed/canceled/rejected/needs attention and the "
-            "duplicates, orphans and lost refunds. Exit 0 only when those three are 0."
+            "scenarios and amounts; Mews refunds of several payments on shared accounts, started "
+            "together and often for the same amount) while injecting simulator faults, a long "
+            "503 outage of one provider's refund call and worker kills, then count refunds at "
+            "the providers. Exit 0 only when every refund was started and ended final and "
+            "correct: none parked in NEEDS_ATTENTION, unstarted, duplicated, orphaned, of the "
+            "wrong amount, or lost."
         ),
     )
     chaos.add_argument("--count", type=_positive_int, default=200, help="refunds (default 200)")
