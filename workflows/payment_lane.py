@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
 IDLE = timedelta(minutes=1)
 LEASE_CHECK = timedelta(minutes=10)
 EVENTS_PER_RUN = 2_000
+ROLL_OVER_WHILE_HELD_PATCH = "lane-rolls-over-while-held"
 # How long a claim is kept after its release. A lookup of a lost answer reaches back
 # RECONCILE_MARGIN (5 min) before its own submit, which comes after its admission; the rest is
 # room for the provider's clock being behind ours.
@@ -163,3 +164,17 @@ class RefundLaneWorkflow:
                 )
                 if not still_open and self._holder == holder:
                     self._holder = None
+                elif (
+                    workflow.info().get_current_history_length() > EVENTS_PER_RUN
+                    and workflow.patched(ROLL_OVER_WHILE_HELD_PATCH)
+                ):
+                    # A holder can wait weeks (an operator's resolve): the lane hands over to
+                    # a fresh run, holder included, before its history grows too long.
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(
+                        LaneInput(
+                            queue=tuple(self._queue),
+                            holder=self._holder,
+                            claims=tuple(self._claims),
+                        )
+                    )

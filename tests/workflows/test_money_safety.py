@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -769,3 +770,30 @@ async def test_adopt_refuses_a_refund_older_than_this_ones_first_send(
         assert status.state is RefundState.NEEDS_ATTENTION
         assert status.resolutions == []
         await handle.terminate("test finished")
+
+
+async def test_after_a_day_of_outage_re_sends_slow_down_to_hourly(env: WorkflowEnvironment) -> None:
+    """A refund being sent cannot continue-as-new: past a day of lost answers it re-sends
+    hourly instead of every 10 minutes, keeping its history far from Temporal's limit."""
+    sent: list[datetime] = []
+
+    def submit(_: int, info: activity.Info) -> Any:
+        sent.append(info.current_attempt_scheduled_time)
+        if sent[-1] - sent[0] < timedelta(hours=30):
+            raise LOST
+        return refund(PENDING, "R-9", raw="Pending", amount_minor=5000, currency="GBP")
+
+    fake = FakeProvider(submit_step=submit, find_step=lambda n, _: [])
+    options = RefundOptions(
+        poll_initial_s=60, poll_max_s=60, reconcile_settle_s=1, reconcile_lookups=1
+    )
+    async with harness(env, fake) as h:
+        result = await h.run(mews_request(5000), options)
+    assert result.state is RefundState.SUCCEEDED
+    gaps = [(b - sent[0], b - a) for a, b in pairwise(sent)]
+    first_day = [gap for at, gap in gaps if timedelta(hours=2) < at < timedelta(hours=23)]
+    later = [gap for at, gap in gaps if at > timedelta(hours=26)]
+    assert first_day
+    assert later
+    assert max(first_day) < timedelta(minutes=11)
+    assert min(later) > timedelta(minutes=59)
