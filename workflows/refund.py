@@ -430,7 +430,7 @@ class RefundWorkflow:
             EnterLaneInput(
                 lane_id=self._lane,
                 workflow_id=workflow.info().workflow_id,
-                scope=lane_scope(self._lane) if self._v2 else None,
+                scope=lane_scope(self._request) if self._v2 else None,
             ),
             start_to_close_timeout=self._call_timeout,
             retry_policy=RETRY,
