@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -39,6 +40,7 @@ from activities.models import (
 from core.models import (
     ProviderRefundStatus,
     RefundOptions,
+    RefundRequest,
     RefundState,
     RefundStatus,
     ResolveAction,
@@ -99,6 +101,41 @@ def _poll_by_id(amounts: dict[str, tuple[int, str]]) -> Any:
     return activity.defn(name="poll_refund_status")(poll)
 
 
+def _provider(
+    fake: FakeProvider,
+    *,
+    submit: Callable[..., Any] | None = None,
+    poll: Callable[..., Any] | None = None,
+    find: Callable[..., Any] | None = None,
+) -> list[Callable[..., Any]]:
+    """The fake's provider activities, with some replaced by a test's own."""
+    return [
+        fake.validate,
+        submit or fake.submit,
+        poll or fake.poll_status,
+        fake.cancel,
+        find or fake.find_submitted,
+    ]
+
+
+@asynccontextmanager
+async def _running(
+    env: WorkflowEnvironment,
+    request: RefundRequest,
+    options: RefundOptions,
+    activities: list[Callable[..., Any]],
+) -> AsyncIterator[WorkflowHandle[Any, RefundStatus]]:
+    """A worker with these provider activities, and the refund started on it."""
+    queue = f"q-{uuid.uuid4().hex}"
+    async with worker_for(env, queue, activities):
+        yield await env.client.start_workflow(
+            RefundWorkflow.run,
+            RefundWorkflowInput(request=request, options=options),
+            id=request.workflow_id,
+            task_queue=queue,
+        )
+
+
 async def _resolve(handle: WorkflowHandle[Any, RefundStatus], request: ResolveRequest) -> Any:
     return await handle.execute_update(RefundWorkflow.resolve, request)
 
@@ -111,22 +148,9 @@ async def test_ambiguous_lookup_waits_for_an_operator_and_adopt_checks_the_provi
 ) -> None:
     fake = FakeProvider(submit_step=_raise(LOST), find_step=_two_candidates)
     poll = _poll_by_id({"A": (5000, "GBP"), "B": (5000, "GBP"), "C": (4000, "GBP")})
-    queue = f"q-{uuid.uuid4().hex}"
-    activities: list[Callable[..., Any]] = [
-        fake.validate,
-        fake.submit,
-        poll,
-        fake.cancel,
-        fake.find_submitted,
-    ]
-    async with worker_for(dev_env, queue, activities):
-        request = mews_request(5000)
-        handle = await dev_env.client.start_workflow(
-            RefundWorkflow.run,
-            RefundWorkflowInput(request=request, options=QUICK),
-            id=request.workflow_id,
-            task_queue=queue,
-        )
+    request = mews_request(5000)
+    activities = _provider(fake, poll=poll)
+    async with _running(dev_env, request, QUICK, activities) as handle:
         status = await wait_for(handle, lambda s: s.state is RefundState.NEEDS_ATTENTION)
         assert "A, B" in (status.attention_reason or "")
         assert "--adopt" in (status.attention_actions or "")
@@ -302,22 +326,9 @@ async def test_submit_after_a_spent_budget_is_marked_resumed(env: WorkflowEnviro
         return SubmittedRefund(refund=refund(PENDING), attempt=info.attempt)
 
     fake = FakeProvider()
-    queue = f"q-{uuid.uuid4().hex}"
-    activities: list[Callable[..., Any]] = [
-        fake.validate,
-        submit,
-        fake.poll_status,
-        fake.cancel,
-        fake.find_submitted,
-    ]
-    async with worker_for(env, queue, activities):
-        request = mews_request()
-        handle = await env.client.start_workflow(
-            RefundWorkflow.run,
-            RefundWorkflowInput(request=request, options=FAST),
-            id=request.workflow_id,
-            task_queue=queue,
-        )
+    request = mews_request()
+    activities = _provider(fake, submit=submit)
+    async with _running(env, request, FAST, activities) as handle:
         result = await handle.result()
     assert result.state is RefundState.SUCCEEDED
     restarted = [resumed for attempt, resumed in seen[1:] if attempt == 1]
@@ -415,22 +426,9 @@ async def test_temporal_cancel_during_submit_waits_for_the_answer_then_cancels_t
         await release.wait()
         return await original(params)
 
-    queue = f"q-{uuid.uuid4().hex}"
-    activities: list[Callable[..., Any]] = [
-        fake.validate,
-        slow_submit,
-        fake.poll_status,
-        fake.cancel,
-        fake.find_submitted,
-    ]
-    async with worker_for(env, queue, activities):
-        request = paynow_request()
-        handle = await env.client.start_workflow(
-            RefundWorkflow.run,
-            RefundWorkflowInput(request=request, options=FAST),
-            id=request.workflow_id,
-            task_queue=queue,
-        )
+    request = paynow_request()
+    activities = _provider(fake, submit=slow_submit)
+    async with _running(env, request, FAST, activities) as handle:
         await wait_for(handle, lambda s: s.state is RefundState.SUBMITTING)
         await handle.cancel()
         await asyncio.sleep(0.3)
@@ -659,22 +657,9 @@ async def test_a_resumed_submit_looks_back_to_the_call_that_may_have_sent(
         return FoundRefunds(refunds=())
 
     fake = FakeProvider()
-    queue = f"q-{uuid.uuid4().hex}"
-    activities: list[Callable[..., Any]] = [
-        fake.validate,
-        submit,
-        fake.poll_status,
-        fake.cancel,
-        find,
-    ]
-    async with worker_for(env, queue, activities):
-        request = mews_request()
-        handle = await env.client.start_workflow(
-            RefundWorkflow.run,
-            RefundWorkflowInput(request=request, options=FAST),
-            id=request.workflow_id,
-            task_queue=queue,
-        )
+    request = mews_request()
+    activities = _provider(fake, submit=submit, find=find)
+    async with _running(env, request, FAST, activities) as handle:
         result = await handle.result()
     assert result.state is RefundState.SUCCEEDED
     assert windows, "the resumed submit should have been reconciled"
@@ -743,22 +728,9 @@ async def test_adopt_refuses_a_refund_older_than_this_ones_first_send(
             )
         )
 
-    queue = f"q-{uuid.uuid4().hex}"
-    activities: list[Callable[..., Any]] = [
-        fake.validate,
-        fake.submit,
-        poll,
-        fake.cancel,
-        fake.find_submitted,
-    ]
-    async with worker_for(dev_env, queue, activities):
-        request = mews_request(5000)
-        handle = await dev_env.client.start_workflow(
-            RefundWorkflow.run,
-            RefundWorkflowInput(request=request, options=QUICK),
-            id=request.workflow_id,
-            task_queue=queue,
-        )
+    request = mews_request(5000)
+    activities = _provider(fake, poll=poll)
+    async with _running(dev_env, request, QUICK, activities) as handle:
         await wait_for(handle, lambda s: s.state is RefundState.NEEDS_ATTENTION)
         with pytest.raises(WorkflowUpdateFailedError) as old:
             await _resolve(
