@@ -694,14 +694,8 @@ class RefundWorkflow:
         validated = self._require_validated()
         self._resolving = True
         try:
-            polled: PolledRefund = await self._call(
-                "adopt check",
-                lambda: self._provider_call(
-                    RefundActivities.poll_status,
-                    PollInput(request=self._request, refund_id=refund_id),
-                    f"check refund {refund_id} before adopting it",
-                ),
-                once=True,
+            polled = await self._poll(
+                "adopt check", refund_id, f"check refund {refund_id} before adopting it"
             )
         except _Final as final:
             raise _refusal(f"cannot adopt {refund_id}: {final.error.message}") from None
@@ -776,18 +770,22 @@ class RefundWorkflow:
     def _work_pending(self) -> bool:
         return self._cancel_pending() or self._decision is not None
 
+    async def _poll(self, step: str, refund_id: str, summary: str) -> PolledRefund:
+        """One status read of a provider refund (one call budget: `_Budget` when spent)."""
+        return await self._call(
+            step,
+            lambda: self._provider_call(
+                RefundActivities.poll_status,
+                PollInput(request=self._request, refund_id=refund_id),
+                summary,
+            ),
+            once=True,
+        )
+
     async def _check_status(self) -> None:
         refund_id = self._require_refund().refund_id
         try:
-            polled: PolledRefund = await self._call(
-                "status",
-                lambda: self._provider_call(
-                    RefundActivities.poll_status,
-                    PollInput(request=self._request, refund_id=refund_id),
-                    f"check refund {refund_id}",
-                ),
-                once=True,
-            )
+            polled = await self._poll("status", refund_id, f"check refund {refund_id}")
         except _Final as final:
             self._flag_attention(f"status check refused: {final.error.message}", WATCH_HINT)
             if self._v2:

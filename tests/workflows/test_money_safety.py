@@ -104,13 +104,14 @@ def _poll_by_id(amounts: dict[str, tuple[int, str]]) -> Any:
 def _provider(
     fake: FakeProvider,
     *,
+    validate: Callable[..., Any] | None = None,
     submit: Callable[..., Any] | None = None,
     poll: Callable[..., Any] | None = None,
     find: Callable[..., Any] | None = None,
 ) -> list[Callable[..., Any]]:
     """The fake's provider activities, with some replaced by a test's own."""
     return [
-        fake.validate,
+        validate or fake.validate,
         submit or fake.submit,
         poll or fake.poll_status,
         fake.cancel,
@@ -388,22 +389,9 @@ async def test_temporal_cancel_before_submit_ends_canceled_with_nothing_sent(
         await release.wait()
         return await original(params)
 
-    queue = f"q-{uuid.uuid4().hex}"
-    activities: list[Callable[..., Any]] = [
-        slow_validate,
-        fake.submit,
-        fake.poll_status,
-        fake.cancel,
-        fake.find_submitted,
-    ]
-    async with worker_for(env, queue, activities):
-        request = paynow_request()
-        handle = await env.client.start_workflow(
-            RefundWorkflow.run,
-            RefundWorkflowInput(request=request, options=FAST),
-            id=request.workflow_id,
-            task_queue=queue,
-        )
+    request = paynow_request()
+    activities = _provider(fake, validate=slow_validate)
+    async with _running(env, request, FAST, activities) as handle:
         await wait_for(handle, lambda s: s.state is RefundState.VALIDATING)
         await handle.cancel()
         release.set()
