@@ -281,6 +281,19 @@ def test_fingerprint_counts_defaults_the_same_as_explicit_values() -> None:
     assert implicit.fingerprint() == explicit.fingerprint()
 
 
+def test_a_field_added_later_with_a_default_keeps_the_fingerprint() -> None:
+    """Issue 9: a later version adding a defaulted field must not turn an identical retry
+    into an idempotency conflict."""
+
+    class LaterRequest(RefundRequest):
+        priority: int = 0
+
+    now = make_request()
+    later = LaterRequest(**now.model_dump())
+    assert later.fingerprint() == now.fingerprint()
+    assert LaterRequest(**now.model_dump(), priority=1).fingerprint() != now.fingerprint()
+
+
 @pytest.mark.parametrize(
     ("field", "other"),
     [
