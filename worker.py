@@ -18,8 +18,8 @@ from temporalio.worker import Worker
 from activities import RefundActivities
 from activities.lane_activities import LaneActivities
 from core.settings import Settings
-from core.temporal import connect, ensure_search_attributes
 from providers.registry import ProviderDirectory
+from starter.connection import connect, ensure_search_attributes
 from telemetry.logging import setup_logging
 from telemetry.metrics import metrics_runtime
 from telemetry.tracing import setup_tracing, tracing_interceptor

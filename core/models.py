@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from temporalio.common import SearchAttributeKey
 
 from core.money import CurrencyCode, MinorUnits, Money
 
@@ -30,6 +31,13 @@ IdempotencyKey = Annotated[
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 
 WORKFLOW_ID_PREFIX = "refund:"
+
+
+# The search attributes refunds are indexed by (the Temporal UI's filters, `refunds list`).
+REFUND_STATE = SearchAttributeKey.for_keyword("RefundState")
+REFUND_PROVIDER = SearchAttributeKey.for_keyword("RefundProvider")
+REFUND_PAYMENT_ID = SearchAttributeKey.for_keyword("RefundPaymentId")
+SEARCH_ATTRIBUTES = (REFUND_STATE, REFUND_PROVIDER, REFUND_PAYMENT_ID)
 
 
 def workflow_id_for(key: str) -> str:

@@ -32,6 +32,9 @@ from temporalio.exceptions import FailureError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.models import (
+    REFUND_PAYMENT_ID,
+    REFUND_PROVIDER,
+    REFUND_STATE,
     ProviderName,
     RefundOptions,
     RefundRequest,
@@ -41,8 +44,8 @@ from core.models import (
 )
 from core.money import format_minor
 from core.settings import Settings
-from core.temporal import REFUND_PAYMENT_ID, REFUND_PROVIDER, REFUND_STATE, connect
 from providers.registry import check_request
+from starter.connection import connect
 from telemetry.tracing import traced, tracing_interceptor
 from workflows.models import (
     CancelAnswer,

@@ -46,8 +46,9 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from core.models import SEARCH_ATTRIBUTES
 from core.settings import Settings
-from core.temporal import SEARCH_ATTRIBUTES, connect
+from starter.connection import connect
 
 HOST = "127.0.0.1"
 NAMESPACE = "default"

@@ -55,7 +55,7 @@ class MetricsEndpointError(RuntimeError):
 def metrics_runtime(port: int | None, *, host: str = "0.0.0.0") -> Runtime | None:  # noqa: S104
     """A Temporal runtime serving ``/metrics`` on ``host:port``; ``None`` when no port is set.
 
-    Clients (and the workers built on them) must be created with it: see ``core.temporal``.
+    Clients (and the workers built on them) must be created with it: see ``starter.connection``.
     """
     if port is None:
         return None

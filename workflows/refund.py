@@ -75,6 +75,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.models import (
         FINAL_STATES,
+        REFUND_PAYMENT_ID,
+        REFUND_PROVIDER,
+        REFUND_STATE,
         ProviderRefund,
         ProviderRefundStatus,
         RefundState,
@@ -83,7 +86,6 @@ with workflow.unsafe.imports_passed_through():
         ResolveAction,
     )
     from core.money import format_minor
-    from core.temporal import REFUND_PAYMENT_ID, REFUND_PROVIDER, REFUND_STATE
     from telemetry.metrics import record_refund_finished, record_refund_started
     from workflows.models import (
         CancelAnswer,

@@ -39,9 +39,9 @@ from codec.encryption import ENCODING, KEY_ID_METADATA, NONCE_BYTES
 from codec.server import create_app
 from core.models import ProviderName, RefundOptions, RefundRequest, RefundState
 from core.settings import Settings
-from core.temporal import ensure_search_attributes
 from simulators.serving import serve_in_thread
 from starter.client import RefundClient
+from starter.connection import ensure_search_attributes
 from tests.support.payloads import payloads_in
 from tests.workflows.fakes import FakeProvider, final_error
 from workflows.payment_lane import RefundLaneWorkflow

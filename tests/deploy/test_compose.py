@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from core.models import SEARCH_ATTRIBUTES
 from core.settings import Settings
-from core.temporal import SEARCH_ATTRIBUTES
 from simulators.mews import seed as mews_seed
 from simulators.paynow import seed as paynow_seed
 

@@ -27,13 +27,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from core.models import ProviderName, RefundOptions, RefundRequest
 from core.settings import Settings
-from core.temporal import connect, ensure_search_attributes
 from providers.paynow import PaynowAdapter
 from providers.paynow.signature import SIGNATURE_HEADER
 from providers.registry import ProviderDirectory
 from simulators.paynow import PaynowSimulator
 from simulators.paynow.seed import DEFAULT_API_KEY, DEFAULT_SIGNATURE_KEY
 from starter.client import RefundClient
+from starter.connection import connect, ensure_search_attributes
 from telemetry.http import TracedTransport
 from telemetry.tracing import tracing_interceptor
 from worker import build_worker

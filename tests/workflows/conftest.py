@@ -10,7 +10,7 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from core.temporal import ensure_search_attributes
+from starter.connection import ensure_search_attributes
 
 
 def venv_binary(name: str) -> str:

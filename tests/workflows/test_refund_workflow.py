@@ -28,6 +28,9 @@ from activities.models import (
     WorkflowRef,
 )
 from core.models import (
+    REFUND_PAYMENT_ID,
+    REFUND_PROVIDER,
+    REFUND_STATE,
     ProviderName,
     ProviderRefundStatus,
     RefundOptions,
@@ -35,7 +38,6 @@ from core.models import (
     RefundState,
     RefundStatus,
 )
-from core.temporal import REFUND_PAYMENT_ID, REFUND_PROVIDER, REFUND_STATE
 from starter.client import IdempotencyConflictError, RefundClient
 from tests.workflows.fakes import FakeProvider, final_error, refund
 from workflows.models import CancelRequest, LaneGrant, RefundWorkflowInput

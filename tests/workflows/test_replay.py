@@ -171,7 +171,7 @@ async def _write_histories(prefix: str) -> None:
         path.write_text(history.to_json() + "\n")
         print(f"recorded {path.name}", file=sys.stderr)
 
-    from core.temporal import ensure_search_attributes
+    from starter.connection import ensure_search_attributes
 
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,

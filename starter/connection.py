@@ -1,7 +1,9 @@
-"""Connecting to Temporal and the search attributes refunds are indexed by.
+"""Connecting to Temporal (with the project's data converter and payload codec) and
+registering the search attributes refunds are indexed by.
 
-Shared by the worker and the starter. The data converter is pydantic's, so models travel as
-plain JSON any SDK can read and write.
+Shared by the worker, the starter and the dev stack; above ``core/``, which imports nothing
+of the project. The data converter is pydantic's, so models travel as plain JSON any SDK can
+read and write.
 """
 
 from __future__ import annotations
@@ -14,17 +16,12 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client, Interceptor
-from temporalio.common import SearchAttributeKey
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from codec import data_converter
+from core.models import SEARCH_ATTRIBUTES
 from core.settings import Settings
-
-REFUND_STATE = SearchAttributeKey.for_keyword("RefundState")
-REFUND_PROVIDER = SearchAttributeKey.for_keyword("RefundProvider")
-REFUND_PAYMENT_ID = SearchAttributeKey.for_keyword("RefundPaymentId")
-SEARCH_ATTRIBUTES = (REFUND_STATE, REFUND_PROVIDER, REFUND_PAYMENT_ID)
 
 
 class SearchAttributesMissingError(RuntimeError):
