@@ -11,8 +11,8 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.models import EnterLaneInput, WorkflowRef
-
-LANE_WORKFLOW = "RefundLaneWorkflow"
+from workflows.models import LaneEntry, LaneInput
+from workflows.names import signal_name
 
 
 class LaneActivities:
@@ -22,14 +22,17 @@ class LaneActivities:
     @activity.defn(name="enter_refund_lane")
     async def enter(self, params: EnterLaneInput) -> None:
         """Signal-with-start: queue in the payment's lane, starting the lane if it is idle."""
+        # Imported here: the lane workflow calls this class's `is_open` (a cycle otherwise).
+        from workflows.payment_lane import RefundLaneWorkflow
+
         await self._client.start_workflow(
-            LANE_WORKFLOW,
-            {},
+            RefundLaneWorkflow.run,
+            LaneInput(),
             id=params.lane_id,
             task_queue=activity.info().task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            start_signal="enqueue",
-            start_signal_args=[{"workflow_id": params.workflow_id}],
+            start_signal=signal_name(RefundLaneWorkflow.enqueue),
+            start_signal_args=[LaneEntry(workflow_id=params.workflow_id)],
             static_summary=(
                 f"admits refunds of {params.scope} in turn"
                 if params.scope

@@ -141,7 +141,9 @@ class RefundLaneWorkflow:
             claims=tuple(self._claims),
         )
         try:
-            await workflow.get_external_workflow_handle(workflow_id).signal("admitted", grant)
+            await workflow.get_external_workflow_handle_for(RefundWorkflow.run, workflow_id).signal(
+                RefundWorkflow.admitted, grant
+            )
         except FailureError:
             # The refund is gone (finished or terminated): the next one's turn.
             self._holder = None
@@ -178,3 +180,9 @@ class RefundLaneWorkflow:
                             claims=tuple(self._claims),
                         )
                     )
+
+
+# Last: the refund workflow and its lane signal each other, so each module imports the other
+# once its own class exists; either can then be imported first (in the worker and in the
+# workflow sandbox alike).
+from workflows.refund import RefundWorkflow  # noqa: E402

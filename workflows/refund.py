@@ -465,8 +465,8 @@ class RefundWorkflow:
             )
         refund_ids = ((made.refund_id,) if made else ()) + self._possible_refunds
         try:
-            await workflow.get_external_workflow_handle(lane).signal(
-                "release",
+            await workflow.get_external_workflow_handle_for(RefundLaneWorkflow.run, lane).signal(
+                RefundLaneWorkflow.release,
                 LaneExit(
                     workflow_id=workflow.info().workflow_id,
                     refund_ids=refund_ids,
@@ -1144,3 +1144,9 @@ def _describe(err: BaseException) -> str:
             messages.append(current.message)
         current = current.__cause__
     return messages[-1] if messages else str(err)
+
+
+# Last: the lane workflow and its refunds signal each other, so each module imports the other
+# once its own class exists; either can then be imported first (in the worker and in the
+# workflow sandbox alike).
+from workflows.payment_lane import RefundLaneWorkflow  # noqa: E402

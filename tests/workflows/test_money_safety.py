@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from temporalio import activity
@@ -261,8 +261,8 @@ async def test_a_siblings_claimed_refund_is_never_adopted(env: WorkflowEnvironme
 
     @activity.defn(name="enter_refund_lane")
     async def enter(params: EnterLaneInput) -> None:
-        await env.client.get_workflow_handle(params.workflow_id).signal(
-            "admitted", LaneGrant(lane_id=params.lane_id, claims=claims)
+        await env.client.get_workflow_handle_for(RefundWorkflow.run, params.workflow_id).signal(
+            RefundWorkflow.admitted, LaneGrant(lane_id=params.lane_id, claims=claims)
         )
 
     @activity.defn(name="refund_is_open")
@@ -437,15 +437,18 @@ async def test_cancel_update_just_before_continue_as_new_is_answered(
     handles: list[WorkflowHandle[Any, RefundStatus]] = []
     answers: list[asyncio.Task[CancelAnswer]] = []
 
+    async def cancel() -> CancelAnswer:
+        # The SDK types an async update's answer as the handler's coroutine.
+        return cast(
+            CancelAnswer,
+            await handles[0].execute_update(
+                RefundWorkflow.request_cancel, CancelRequest(reason="stop")
+            ),
+        )
+
     def poll(n: int, _: activity.Info) -> Any:
         if n == 10:
-            answers.append(
-                asyncio.ensure_future(
-                    handles[0].execute_update(
-                        "request_cancel", CancelRequest(reason="stop"), result_type=CancelAnswer
-                    )
-                )
-            )
+            answers.append(asyncio.ensure_future(cancel()))
         return refund(PENDING if n < 14 else SUCCEEDED, raw="Pending")
 
     fake = FakeProvider(
@@ -586,8 +589,8 @@ async def test_validation_is_told_only_this_payments_succeeded_sibling_refunds(
 
     @activity.defn(name="enter_refund_lane")
     async def enter(params: EnterLaneInput) -> None:
-        await env.client.get_workflow_handle(params.workflow_id).signal(
-            "admitted", LaneGrant(lane_id=params.lane_id, claims=claims)
+        await env.client.get_workflow_handle_for(RefundWorkflow.run, params.workflow_id).signal(
+            RefundWorkflow.admitted, LaneGrant(lane_id=params.lane_id, claims=claims)
         )
 
     @activity.defn(name="refund_is_open")

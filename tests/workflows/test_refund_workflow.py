@@ -41,6 +41,7 @@ from core.models import (
 from starter.client import IdempotencyConflictError, RefundClient
 from tests.workflows.fakes import FakeProvider, final_error, refund
 from workflows.models import CancelRequest, LaneGrant, RefundWorkflowInput
+from workflows.names import signal_name
 from workflows.refund import RefundWorkflow
 
 PENDING = ProviderRefundStatus.PENDING
@@ -95,7 +96,7 @@ class Harness:
         extra: dict[str, Any] = {}
         if cancel_first is not None:
             extra = {
-                "start_signal": "cancel",
+                "start_signal": signal_name(RefundWorkflow.cancel),
                 "start_signal_args": [CancelRequest(reason=cancel_first)],
             }
         return await self.env.client.start_workflow(
@@ -126,8 +127,8 @@ class InstantLane:
     @activity.defn(name="enter_refund_lane")
     async def enter(self, params: EnterLaneInput) -> None:
         self.workflow_ids.add(params.workflow_id)
-        await self._client.get_workflow_handle(params.workflow_id).signal(
-            "admitted", LaneGrant(lane_id=params.lane_id)
+        await self._client.get_workflow_handle_for(RefundWorkflow.run, params.workflow_id).signal(
+            RefundWorkflow.admitted, LaneGrant(lane_id=params.lane_id)
         )
 
     @activity.defn(name="refund_is_open")

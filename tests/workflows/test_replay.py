@@ -29,6 +29,7 @@ from tests.workflows.conftest import venv_binary
 from tests.workflows.fakes import FakeProvider, final_error, refund
 from tests.workflows.test_refund_workflow import mews_request, paynow_request, worker_for
 from workflows.models import CancelRequest, RefundWorkflowInput, lane_id_for
+from workflows.names import signal_name
 from workflows.payment_lane import RefundLaneWorkflow
 from workflows.refund import RefundWorkflow
 
@@ -92,7 +93,7 @@ async def _record(env: WorkflowEnvironment) -> dict[str, WorkflowHistory]:
                 params,
                 id=workflow_id,
                 task_queue=queue,
-                start_signal="cancel" if cancel_first else None,
+                start_signal=signal_name(RefundWorkflow.cancel) if cancel_first else None,
                 start_signal_args=[CancelRequest(reason="test")] if cancel_first else [],
             )
             await handle.result()
