@@ -65,7 +65,6 @@ with workflow.unsafe.imports_passed_through():
         CancelAtProviderResult,
         EnterLaneInput,
         FindRefundsInput,
-        FoundRefunds,
         PolledRefund,
         PollInput,
         SubmitInput,
@@ -132,12 +131,17 @@ R = TypeVar("R")
 P = TypeVar("P")
 
 
-class _Final(Exception):
+# What one activity call came to, besides its result (see `_call_once`).
+@dataclass(frozen=True)
+class _Final:
     """A non-retryable failure from an activity: the step's answer is "no"."""
 
-    def __init__(self, error: ApplicationError) -> None:
-        super().__init__(error.message)
-        self.error = error
+    error: ApplicationError
+
+
+@dataclass(frozen=True)
+class _BudgetSpent:
+    """The call's budget ran out (maybe mid-call); its last error is noted in the status."""
 
 
 # What one submit call came to.
@@ -154,11 +158,6 @@ class _Refused:
 @dataclass(frozen=True)
 class _Unknown:
     message: str
-
-
-@dataclass(frozen=True)
-class _BudgetSpent:
-    pass
 
 
 class _Lookup(Enum):
@@ -323,7 +322,8 @@ class RefundWorkflow:
         """An operator's decision for a refund in `NEEDS_ATTENTION`: adopt a provider refund
         (checked at the provider first), re-send, or close. Recorded in the status."""
         if params.action is ResolveAction.ADOPT:
-            assert params.refund_id is not None  # the model's own rule
+            if params.refund_id is None:
+                raise _invariant_broken("adopt without a refund_id passed ResolveRequest")
             refund = await self._check_adoptable(params.refund_id)
             outcome = f"adopted provider refund {refund.refund_id} ({self._money(refund)})"
             self._record_resolution(params, outcome)
@@ -334,7 +334,8 @@ class RefundWorkflow:
             self._record_resolution(params, outcome)
             self._decision = _Resend()
         else:
-            assert params.close_as is not None  # the model's own rule
+            if params.close_as is None:
+                raise _invariant_broken("close without close_as passed ResolveRequest")
             who = f" by {params.by}" if params.by else ""
             outcome = f"closed as {params.close_as.value}"
             self._record_resolution(params, outcome)
@@ -491,19 +492,18 @@ class RefundWorkflow:
         )
 
     async def _validate_then_submit(self) -> ProviderRefund | None:
-        try:
-            validated = await self._call(
-                "validate",
-                lambda: self._provider_call(
-                    RefundActivities.validate,
-                    ValidateInput(
-                        request=self._request, known_refunded_minor=self._known_refunded_minor()
-                    ),
-                    f"validate at {self._request.provider.value}",
+        validated = await self._call(
+            "validate",
+            lambda: self._provider_call(
+                RefundActivities.validate,
+                ValidateInput(
+                    request=self._request, known_refunded_minor=self._known_refunded_minor()
                 ),
-            )
-        except _Final as final:
-            self._finish(RefundState.REJECTED, final.error.message)
+                f"validate at {self._request.provider.value}",
+            ),
+        )
+        if isinstance(validated, _Final):
+            self._finish(RefundState.REJECTED, validated.error.message)
             return None
         self._validated = validated
         self._status.amount_minor = validated.amount_minor
@@ -575,22 +575,24 @@ class RefundWorkflow:
                 return None
 
     async def _send(self, resumed: bool) -> _Accepted | _Refused | _Unknown | _BudgetSpent:
-        try:
-            submitted: SubmittedRefund = await self._call(
-                "submit",
-                lambda: self._provider_call(
-                    RefundActivities.submit,
-                    SubmitInput(request=self._request, resumed=resumed),
-                    self._amount_summary("submit"),
-                ),
-                once=self._v2,
+        def start() -> Awaitable[SubmittedRefund]:
+            return self._provider_call(
+                RefundActivities.submit,
+                SubmitInput(request=self._request, resumed=resumed),
+                self._amount_summary("submit"),
             )
-        except _Final as final:
-            if final.error.type == OUTCOME_UNKNOWN:
-                return _Unknown(final.error.message)
-            return _Refused(final.error.message)
-        except _Budget:
-            return _BudgetSpent()
+
+        submitted: SubmittedRefund | _Final | _BudgetSpent
+        if self._v2:
+            submitted = await self._call_once("submit", start)
+        else:
+            submitted = await self._call("submit", start)
+        if isinstance(submitted, _Final):
+            if submitted.error.type == OUTCOME_UNKNOWN:
+                return _Unknown(submitted.error.message)
+            return _Refused(submitted.error.message)
+        if isinstance(submitted, _BudgetSpent):
+            return submitted
         return _Accepted(submitted)
 
     async def _resend_backoff(self, cycle: int) -> bool:
@@ -622,22 +624,21 @@ class RefundWorkflow:
         settle = timedelta(seconds=self._options.reconcile_settle_s)
         for _ in range(lookups):
             await workflow.sleep(settle, summary="let the provider settle")
-            try:
-                found: FoundRefunds = await self._call(
-                    "reconcile",
-                    lambda: self._provider_call(
-                        RefundActivities.find_submitted,
-                        FindRefundsInput(
-                            request=self._request,
-                            created_from=attempt_started - RECONCILE_MARGIN,
-                            created_to=workflow.now() + RECONCILE_MARGIN,
-                        ),
-                        "look for a refund the lost answer may have made",
+            found = await self._call(
+                "reconcile",
+                lambda: self._provider_call(
+                    RefundActivities.find_submitted,
+                    FindRefundsInput(
+                        request=self._request,
+                        created_from=attempt_started - RECONCILE_MARGIN,
+                        created_to=workflow.now() + RECONCILE_MARGIN,
                     ),
-                )
-            except _Final as final:
+                    "look for a refund the lost answer may have made",
+                ),
+            )
+            if isinstance(found, _Final):
                 self._flag_attention(
-                    f"could not look up what the lost answer made: {final.error.message}",
+                    f"could not look up what the lost answer made: {found.error.message}",
                     RESOLVE_HINT,
                 )
                 return _Lookup.UNRESOLVED
@@ -699,14 +700,12 @@ class RefundWorkflow:
             polled = await self._poll(
                 "adopt check", refund_id, f"check refund {refund_id} before adopting it"
             )
-        except _Final as final:
-            raise _refusal(f"cannot adopt {refund_id}: {final.error.message}") from None
-        except _Budget:
-            raise _refusal(
-                f"cannot adopt {refund_id}: the provider did not answer; try again"
-            ) from None
         finally:
             self._resolving = False
+        if isinstance(polled, _Final):
+            raise _refusal(f"cannot adopt {refund_id}: {polled.error.message}")
+        if isinstance(polled, _BudgetSpent):
+            raise _refusal(f"cannot adopt {refund_id}: the provider did not answer; try again")
         refund = polled.refund
         if refund.amount_minor is None or refund.currency is None:
             raise _refusal(
@@ -772,30 +771,30 @@ class RefundWorkflow:
     def _work_pending(self) -> bool:
         return self._cancel_pending() or self._decision is not None
 
-    async def _poll(self, step: str, refund_id: str, summary: str) -> PolledRefund:
-        """One status read of a provider refund (one call budget: `_Budget` when spent)."""
-        return await self._call(
+    async def _poll(
+        self, step: str, refund_id: str, summary: str
+    ) -> PolledRefund | _Final | _BudgetSpent:
+        """One status read of a provider refund, within one call budget."""
+        return await self._call_once(
             step,
             lambda: self._provider_call(
                 RefundActivities.poll_status,
                 PollInput(request=self._request, refund_id=refund_id),
                 summary,
             ),
-            once=True,
         )
 
     async def _check_status(self) -> None:
         refund_id = self._require_refund().refund_id
-        try:
-            polled = await self._poll("status", refund_id, f"check refund {refund_id}")
-        except _Final as final:
-            self._flag_attention(f"status check refused: {final.error.message}", WATCH_HINT)
+        polled = await self._poll("status", refund_id, f"check refund {refund_id}")
+        if isinstance(polled, _Final):
+            self._flag_attention(f"status check refused: {polled.error.message}", WATCH_HINT)
             if self._v2:
                 # Refused checks back off and move toward continue-as-new like any other.
                 self._checks += 1
                 self._checks_this_run += 1
             return
-        except _Budget:
+        if isinstance(polled, _BudgetSpent):
             if self._v2:
                 # A run whose checks keep failing still moves toward continue-as-new.
                 self._checks_this_run += 1
@@ -810,40 +809,44 @@ class RefundWorkflow:
         refund_id = self._require_refund().refund_id
         self._cancel_handled = True
         reason = self._status.cancel_reason or "canceled by operator"
-        try:
-            result: CancelAtProviderResult = await self._call(
-                "cancel",
-                lambda: self._provider_call(
-                    RefundActivities.cancel,
-                    CancelAtProviderInput(
-                        request=self._request, refund_id=refund_id, reason=reason
-                    ),
-                    f"cancel refund {refund_id} at the provider",
-                ),
-                once=self._v2,
+
+        def start() -> Awaitable[CancelAtProviderResult]:
+            return self._provider_call(
+                RefundActivities.cancel,
+                CancelAtProviderInput(request=self._request, refund_id=refund_id, reason=reason),
+                f"cancel refund {refund_id} at the provider",
             )
-        except _Final as final:
-            result = CancelAtProviderResult(canceled=False, note=final.error.message)
-        except _Budget:
+
+        answer: CancelAtProviderResult | _Final | _BudgetSpent
+        if self._v2:
+            answer = await self._call_once("cancel", start)
+        else:
+            answer = await self._call("cancel", start)
+        if isinstance(answer, _Final):
+            result = CancelAtProviderResult(canceled=False, note=answer.error.message)
+        elif isinstance(answer, _BudgetSpent):
             result = CancelAtProviderResult(
                 canceled=False,
                 note=f"the provider did not answer the cancel ({self._status.last_error})",
             )
+        else:
+            result = answer
         if result.canceled:
             self._status.cancel_note = result.note
             if result.refund is not None:
                 self._adopt(result.refund)
+            # Only the provider's own word that the refund is cancelled ends it so.
             still_live = (
-                self._v2
+                result.refund
+                if self._v2
                 and result.refund is not None
                 and result.refund.status is not ProviderRefundStatus.CANCELED
+                else None
             )
-            if still_live and not self._status.is_final:
-                # Only the provider's own word that the refund is cancelled ends it so.
-                assert result.refund is not None
+            if still_live is not None and not self._status.is_final:
                 self._status.cancel_note = (
                     f"the provider took the cancel but shows the refund as "
-                    f"{result.refund.raw_status}; watching until final"
+                    f"{still_live.raw_status}; watching until final"
                 )
                 self._touch()
             elif not self._status.is_final:
@@ -870,20 +873,28 @@ class RefundWorkflow:
             summary=summary,
         )
 
-    async def _call(self, step: str, start: Callable[[], Awaitable[R]], *, once: bool = False) -> R:
-        """Run an activity; loop over exhausted budgets (or, with ``once``, raise `_Budget`);
-        raise `_Final` on a final "no"."""
+    async def _call_once(
+        self, step: str, start: Callable[[], Awaitable[R]]
+    ) -> R | _Final | _BudgetSpent:
+        """Run an activity within one call budget: its result, `_Final` on a final "no", or
+        `_BudgetSpent` (the last error noted and the attention deadline checked)."""
+        try:
+            return await start()
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.non_retryable:
+                return _Final(cause)
+            self._note_error(f"{step}: {_describe(err)}")
+            self._check_attention()
+            return _BudgetSpent()
+
+    async def _call(self, step: str, start: Callable[[], Awaitable[R]]) -> R | _Final:
+        """Run an activity, calling again each time its budget runs out: its result, or
+        `_Final` on a final "no"."""
         while True:
-            try:
-                return await start()
-            except ActivityError as err:
-                cause = err.cause
-                if isinstance(cause, ApplicationError) and cause.non_retryable:
-                    raise _Final(cause) from None
-                self._note_error(f"{step}: {_describe(err)}")
-                self._check_attention()
-                if once:
-                    raise _Budget() from None
+            outcome = await self._call_once(step, start)
+            if not isinstance(outcome, _BudgetSpent):
+                return outcome
 
     def _canceled_before_submit(self, note: str | None = None) -> bool:
         if not self._status.cancel_requested:
@@ -999,23 +1010,17 @@ class RefundWorkflow:
 
     def _require_validated(self) -> ValidatedRefund:
         if self._validated is None:
-            raise ApplicationError(
-                "invariant broken: the refund was not validated", non_retryable=True
-            )
+            raise _invariant_broken("the refund was not validated")
         return self._validated
 
     def _require_refund(self) -> ProviderRefund:
         if self._refund is None:
-            raise ApplicationError(
-                "invariant broken: no provider refund to watch", non_retryable=True
-            )
+            raise _invariant_broken("no provider refund to watch")
         return self._refund
 
     def _carry(self) -> RefundWorkflowInput:
         if self._submitted_at is None or self._status.started_at is None:
-            raise ApplicationError(
-                "invariant broken: continue-as-new before submit", non_retryable=True
-            )
+            raise _invariant_broken("continue-as-new before submit")
         s = self._status
         return RefundWorkflowInput(
             request=self._request,
@@ -1044,7 +1049,8 @@ class RefundWorkflow:
         )
 
     def _finish(self, state: RefundState, message: str) -> None:
-        assert state in FINAL_STATES
+        if state not in FINAL_STATES:
+            raise _invariant_broken(f"finishing in {state.value}, which is not a final state")
         self._status.message = message
         self._status.finished_at = workflow.now()
         self._status.next_check_at = None
@@ -1123,13 +1129,16 @@ class RefundWorkflow:
         return self._status.model_copy()
 
 
+def _invariant_broken(what: str) -> ApplicationError:
+    """A bug, said plainly instead of a bare ``assert`` (which would fail the workflow task
+    and be retried forever): raised in the run it fails the workflow, in an update handler
+    the update; never retried."""
+    return ApplicationError(f"invariant broken: {what}", type="InvariantBroken", non_retryable=True)
+
+
 def _refusal(message: str) -> ApplicationError:
     """A refused resolution: the update fails with this; the refund is unchanged."""
     return ApplicationError(message, type="ResolutionRefused", non_retryable=True)
-
-
-class _Budget(Exception):
-    """One status check ran out of budget; the watch loop simply tries again later."""
 
 
 def _describe(err: BaseException) -> str:
