@@ -19,9 +19,9 @@ import pytest
 import pytest_asyncio
 
 from core.settings import Settings
+from devstack.stack import EmbeddedStack, StackConfig, StackError
 from simulators.serving import free_port
 from starter.client import RefundClient
-from starter.stack import EmbeddedStack, StackConfig, StackError
 from tests.support.simulators import SimulatorControl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ class E2E(SimulatorControl):
 
     async def cli(self, *args: str) -> CliResult:
         """``refunds ARGS`` through the real entry point (``main`` and its ``os._exit``)."""
-        return await self.run(sys.executable, "-m", "starter.cli", *args)
+        return await self.run(sys.executable, "-m", "cli", *args)
 
 
 # Package scope: the stack stops before other packages' tests (a live dev server during the

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from core.models import ProviderName, RefundRequest, RefundState
-from starter.stack import find_temporal_cli
+from devstack.stack import find_temporal_cli
 from tests.e2e.conftest import E2E
 from tests.support.refunds import wait_for_state
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.stack import port_in_use
 from simulators.serving import free_port
-from starter.stack import port_in_use
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def test_demo_runs_every_case_to_its_expected_outcome(tmp_path: Path) -> None:
     argv = [
         sys.executable,
         "-m",
-        "starter.cli",
+        "cli",
         "demo",
         "--temporal-port",
         str(ports[0]),

@@ -53,7 +53,7 @@ async def cli(e2e: E2E, *args: str) -> CliResult:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "starter.cli",
+        "cli",
         *args,
         cwd=REPO,
         env={**e2e.env, **SHORT_RECONCILE},

@@ -28,9 +28,9 @@ from temporalio.api.history.v1 import HistoryEvent
 
 from core.models import ProviderName, RefundOptions, RefundRequest, RefundStatus
 from core.settings import Settings
+from devstack.stack import EmbeddedStack, StackConfig, StackError
 from simulators.serving import free_port
 from starter.client import RefundClient
-from starter.stack import EmbeddedStack, StackConfig, StackError
 from tests.support.simulators import SimulatorControl
 
 HTTP_TIMEOUT_S = 1.0

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from core.models import ProviderName
-from starter.chaos import ChaosConfig, ChaosRun, render_report
+from devstack.chaos import ChaosConfig, ChaosRun
+from devstack.chaos_report import render_report
 from tests.faults.conftest import FaultStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]

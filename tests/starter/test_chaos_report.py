@@ -9,16 +9,10 @@ import uuid
 from typing import Any, cast
 
 from core.models import ProviderName, RefundRequest, RefundState, RefundStatus
-from starter.chaos import (
-    ChaosConfig,
-    ChaosRefund,
-    ChaosReport,
-    ChaosRun,
-    _awaits_operator,
-    render_report,
-)
+from devstack.chaos import ChaosConfig, ChaosRun
+from devstack.chaos_report import ChaosRefund, ChaosReport, awaits_operator, render_report
+from devstack.stack import EmbeddedStack
 from starter.client import RefundClient
-from starter.stack import EmbeddedStack
 from workflows.refund import RESOLVE_HINT
 
 AMOUNT = 2_500
@@ -127,7 +121,7 @@ def test_everything_parked_in_needs_attention_is_not_ok() -> None:
     refunds = [refund(n) for n in range(1, 4)]
     for item in refunds:
         parked(item)
-        assert _awaits_operator(item.attention)
+        assert awaits_operator(item.attention)
 
     result = report(refunds, [])
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from starter import batch, cli
+from cli import batch, runner
+from cli import main as cli
 from starter.client import IdempotencyConflictError
 from tests.starter.test_cli_run import FakeClient
 
@@ -31,7 +32,7 @@ def serve(monkeypatch: pytest.MonkeyPatch, client: FakeClient) -> FakeClient:
     async def connect(settings: object) -> FakeClient:
         return client
 
-    monkeypatch.setattr(cli, "connect", connect)
+    monkeypatch.setattr(runner, "connect", connect)
     return client
 
 
@@ -104,7 +105,7 @@ def test_only_invalid_lines_need_no_server(
     async def connect(settings: object) -> FakeClient:
         raise AssertionError("nothing valid: no connection")
 
-    monkeypatch.setattr(cli, "connect", connect)
+    monkeypatch.setattr(runner, "connect", connect)
     source = tmp_path / "refunds.jsonl"
     source.write_text(jsonl({"provider": "paynow"}))
     assert cli.run(["batch", str(source)]) == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from starter.output import amount, render_pairs, render_table, to_json
+from cli.output import amount, render_pairs, render_table, to_json
 from tests.starter.test_cli_run import status_of
 
 

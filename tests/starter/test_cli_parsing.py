@@ -7,8 +7,10 @@ import argparse
 import pytest
 from pydantic import ValidationError
 
+from cli.main import build_parser
+from cli.requests import build_request
+from cli.runner import InputError, UsageError
 from core.models import ProviderName, ReasonCode, Transfer
-from starter.cli import InputError, UsageError, build_parser, build_request
 
 MEWS_PAYMENT = "6d1b2c3a-0001-4a5b-8c6d-7e8f9a0b1c01"
 MEWS_ACCOUNT = "a1c0ffee-0001-4b2c-9d3e-4f5a6b7c8d01"

@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from cli import main as cli
+from cli import output, runner
+from cli.requests import build_resolution
 from core.models import RefundState, RefundStatus, Resolution, ResolveAction
 from core.settings import Settings
-from starter import cli, output
 from starter.client import RefundClient, RefundNotFoundError, ResolutionRefusedError
 from tests.starter.test_cli_run import FakeClient, one_error_line, status_of
 from workflows.models import ResolveAnswer, ResolveRequest
@@ -39,7 +41,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> ResolvingClient:
     async def connect(settings: Settings) -> RefundClient:
         return client
 
-    monkeypatch.setattr(cli, "connect", connect)
+    monkeypatch.setattr(runner, "connect", connect)
     return client
 
 
@@ -48,11 +50,11 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
     async def connect(settings: Settings) -> RefundClient:
         raise AssertionError("invalid input must not reach Temporal")
 
-    monkeypatch.setattr(cli, "connect", connect)
+    monkeypatch.setattr(runner, "connect", connect)
 
 
 def parse(*argv: str) -> ResolveRequest:
-    return cli.build_resolution(cli.build_parser().parse_args(["resolve", "k", *argv]))
+    return build_resolution(cli.build_parser().parse_args(["resolve", "k", *argv]))
 
 
 # ------------------------------------------------------------------------------- parsing

@@ -1,6 +1,6 @@
 """`run(argv) -> exit code`: one stderr line per failure, and the exit code table.
 
-Commands that need Temporal get a fake client through ``starter.cli.connect``; invalid input
+Commands that need Temporal get a fake client through ``cli.runner.connect``; invalid input
 must fail before any connection is even attempted.
 """
 
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from cli import main as cli
+from cli import runner
 from core.models import ProviderName, RefundRequest, RefundState, RefundStatus
 from core.settings import Settings
-from starter import cli
 from starter.client import (
     IdempotencyConflictError,
     RefundClient,
@@ -120,7 +121,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
     async def connect(settings: Settings) -> RefundClient:
         return client
 
-    monkeypatch.setattr(cli, "connect", connect)
+    monkeypatch.setattr(runner, "connect", connect)
     return client
 
 
@@ -131,7 +132,7 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
     async def connect(settings: Settings) -> RefundClient:
         raise AssertionError("invalid input must not reach Temporal")
 
-    monkeypatch.setattr(cli, "connect", connect)
+    monkeypatch.setattr(runner, "connect", connect)
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -289,7 +290,7 @@ def test_main_exits_with_our_code_through_os_exit() -> None:
     argv = [*PAYNOW_START]
     argv[argv.index("12.34")] = "12.345"
     done = subprocess.run(
-        [sys.executable, "-m", "starter.cli", *argv],
+        [sys.executable, "-m", "cli", *argv],
         cwd=REPO,
         capture_output=True,
         text=True,

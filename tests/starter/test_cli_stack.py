@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.process import ChildProcess
+from devstack.stack import EmbeddedStack, StackConfig, StackError, find_temporal_cli
 from simulators.serving import free_port
-from starter.stack import ChildProcess, EmbeddedStack, StackConfig, StackError, find_temporal_cli
 
 
 def test_temporal_cli_is_found_next_to_python() -> None:

@@ -21,9 +21,9 @@ import pytest_asyncio
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from devstack.stack import EmbeddedStack, StackConfig, StackError
 from simulators.serving import free_port
 from starter.client import RefundClient
-from starter.stack import EmbeddedStack, StackConfig, StackError
 from tests.support.simulators import SimulatorControl
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,8 +26,8 @@ from temporalio.client import Client
 
 from codec.encryption import ENCODING
 from core.models import ProviderName, RefundRequest, RefundState
+from devstack.stack import EmbeddedStack, StackConfig
 from simulators.serving import free_port
-from starter.stack import EmbeddedStack, StackConfig
 from tests.support.payloads import payloads_in
 from tests.ui.conftest import Screenshots, UiStack, running
 from tests.ui.test_temporal_ui import WAIT_S, visible, wait_until

@@ -17,10 +17,10 @@ from typing import Any, TextIO
 
 import httpx
 
+from cli.output import amount, render_table
 from core.models import ProviderName, RefundRequest, RefundState, RefundStatus
+from devstack.stack import EmbeddedStack, StackConfig
 from starter.client import RefundClient, RefundClientError, summary_line
-from starter.output import amount, render_table
-from starter.stack import EmbeddedStack, StackConfig
 
 POLL_INITIAL_S = 0.5
 POLL_MAX_S = 2.0

@@ -16,11 +16,12 @@ from enum import StrEnum
 
 from pydantic import ValidationError
 
+from cli.output import amount, render_table
+from cli.runner import EXIT_CONFLICT, EXIT_ERROR, EXIT_INVALID, EXIT_OK, describe_validation
 from core.models import RefundRequest, RefundStatus
 from providers.errors import InvalidRequestError
 from providers.registry import check_request
 from starter.client import IdempotencyConflictError, RefundClient, RefundClientError
-from starter.output import amount, render_table
 
 
 class Outcome(StrEnum):
@@ -46,22 +47,6 @@ class BatchResult:
     request: RefundRequest | None = None
     detail: str | None = None
     status: RefundStatus | None = None
-
-
-def describe_validation(err: ValidationError, labels: dict[str, str] | None = None) -> str:
-    """One line naming each bad field: ``amount_minor: Input should be greater than 0``."""
-    parts: list[str] = []
-    for error in err.errors():
-        loc = error["loc"]
-        if loc:
-            head = (labels or {}).get(str(loc[0]), str(loc[0]))
-            tail = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
-            where = head + tail
-        else:
-            where = "request"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
-    return "; ".join(parts)
 
 
 def parse_lines(text: str) -> list[BatchLine]:
@@ -150,12 +135,12 @@ def exit_code(results: list[BatchResult]) -> int:
     """0 when every line started or attached; else 1 (errors), 3 (conflicts), 2 (invalid)."""
     outcomes = {r.outcome for r in results}
     if Outcome.ERROR in outcomes:
-        return 1
+        return EXIT_ERROR
     if Outcome.CONFLICT in outcomes:
-        return 3
+        return EXIT_CONFLICT
     if Outcome.INVALID in outcomes:
-        return 2
-    return 0
+        return EXIT_INVALID
+    return EXIT_OK
 
 
 def summary(results: list[BatchResult]) -> str:

@@ -1,0 +1,49 @@
+"""`refunds`: start, follow, cancel and resolve refunds; run the worker, the simulators, the
+dev stack and the demo. See ``docs/cli.md``.
+
+Exit codes: 0 ok; 1 any other failure; 2 invalid input (arguments, request fields, amounts,
+settings); 3 idempotency conflict; 4 no refund with that key. Errors are one line on stderr.
+
+The commands live one group per module (:mod:`cli.refunds`, :mod:`cli.serve`,
+:mod:`cli.dev`) over :mod:`cli.runner`, which all of them share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from cli import dev, refunds, runner, serve
+from cli.runner import PROG, Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=PROG,
+        description="Durable, exactly-once payment refunds on Temporal (Mews, Paynow).",
+        epilog=(
+            "exit codes: 0 ok, 1 other failure, 2 invalid input, 3 idempotency conflict, "
+            "4 refund not found. Settings come from the environment or .env "
+            "(TEMPORAL_ADDRESS, ...)."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    refunds.register(commands)
+    serve.register(commands)
+    dev.register(commands)
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code (every failure is one stderr line)."""
+    return runner.run(build_parser, argv)
+
+
+def main() -> NoReturn:
+    runner.exit_now(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

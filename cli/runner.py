@@ -1,0 +1,238 @@
+"""What every `refunds` command shares: settings, the connection to Temporal, the event loop,
+and the table that turns each failure into one stderr line and an exit code.
+
+A command is a handler ``(args) -> int``, or ``async (args) -> int`` (run here with
+``asyncio.run``). It raises; :func:`run` reports. :func:`exit_now` is how the process leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import inspect
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn, TypeAlias
+
+from pydantic import ValidationError
+
+from codec.encryption import EncryptionSettingsError
+from core.money import MoneyError
+from core.settings import MissingSettingError, Settings
+from providers.errors import InvalidRequestError
+from starter.client import (
+    IdempotencyConflictError,
+    RefundClient,
+    RefundClientError,
+    RefundNotFoundError,
+)
+from telemetry.tracing import setup_tracing
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_INVALID = 2
+EXIT_CONFLICT = 3
+EXIT_NOT_FOUND = 4
+EXIT_INTERRUPTED = 130
+
+PROG = "refunds"
+
+Handler = Callable[[argparse.Namespace], int | Awaitable[int]]
+
+# Request fields as `refunds start` spells them, so an error names the flag to fix.
+FLAG_OF_FIELD = {
+    "idempotency_key": "--key",
+    "provider": "--provider",
+    "payment_id": "--payment-id",
+    "account_id": "--account-id",
+    "enterprise_id": "--enterprise-id",
+    "amount_minor": "--amount",
+    "currency": "--currency",
+    "reason": "--reason",
+    "reason_code": "--reason-code",
+    "transfers": "--transfer",
+    "requester": "--requester",
+    "metadata": "--meta",
+}
+
+
+class UsageError(Exception):
+    """Bad command line: the message is the whole line to print."""
+
+
+class InputError(Exception):
+    """A value given on the command line that cannot be used; names the flag."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        super().__init__(f"invalid {flag}: {message}")
+
+
+class CommandError(Exception):
+    """The command could not do its work (exit 1); the message is the line to print."""
+
+
+class Parser(argparse.ArgumentParser):
+    # One line instead of argparse's usage block: the hint says where the help is.
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message} (see `{self.prog} --help`)")
+
+
+# What each command group's ``register`` adds its commands to (each one a Parser too).
+Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def port(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port")
+    return value
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines too) made one space."""
+    return " ".join(text.split())
+
+
+def describe_validation(err: ValidationError, labels: dict[str, str] | None = None) -> str:
+    """One line naming each bad field: ``amount_minor: Input should be greater than 0``."""
+    parts: list[str] = []
+    for error in err.errors():
+        loc = error["loc"]
+        if loc:
+            head = (labels or {}).get(str(loc[0]), str(loc[0]))
+            tail = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+            where = head + tail
+        else:
+            where = "request"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as err:
+        labels = {name: name.upper() for name in Settings.model_fields}
+        raise InputError("settings", describe_validation(err, labels)) from None
+
+
+async def connect(settings: Settings) -> RefundClient:
+    try:
+        return await RefundClient.connect(settings)
+    except RuntimeError as err:
+        raise RefundClientError(
+            f"cannot reach Temporal at {settings.temporal_address} "
+            f"(namespace {settings.temporal_namespace}; set TEMPORAL_ADDRESS): {err}"
+        ) from None
+
+
+async def connected() -> RefundClient:
+    """A client for the settings of the environment (or .env)."""
+    return await connect(load_settings())
+
+
+# ------------------------------------------------------------------------------- errors
+
+# (kind, exit code, the line to print). A kind is a class, or the dotted name of one that
+# only a command imports (named, not imported: `refunds start` never loads the dev harness).
+ErrorMapping = tuple[type[BaseException] | str, int, Callable[[Any], str]]
+
+ERRORS: tuple[ErrorMapping, ...] = (
+    (InputError, EXIT_INVALID, str),
+    (
+        ValidationError,
+        EXIT_INVALID,
+        lambda e: "invalid request: " + describe_validation(e, FLAG_OF_FIELD),
+    ),
+    (MoneyError, EXIT_INVALID, lambda e: f"invalid amount: {e}"),
+    (InvalidRequestError, EXIT_INVALID, lambda e: f"invalid request: {e.message}"),
+    (MissingSettingError, EXIT_INVALID, str),
+    (EncryptionSettingsError, EXIT_INVALID, str),
+    (IdempotencyConflictError, EXIT_CONFLICT, str),
+    (RefundNotFoundError, EXIT_NOT_FOUND, str),
+    (RefundClientError, EXIT_ERROR, str),
+    (CommandError, EXIT_ERROR, str),
+    ("devstack.stack.StackError", EXIT_ERROR, str),
+)
+
+
+def _is_a(err: BaseException, kind: type[BaseException] | str) -> bool:
+    if isinstance(kind, type):
+        return isinstance(err, kind)
+    return any(f"{cls.__module__}.{cls.__qualname__}" == kind for cls in type(err).__mro__)
+
+
+def report_error(err: Exception) -> int:
+    """Print ``err`` as one line on stderr; its exit code."""
+    for kind, code, describe in ERRORS:
+        if _is_a(err, kind):
+            error(describe(err))
+            return code
+    error(f"{type(err).__name__}: {err}")
+    return EXIT_ERROR
+
+
+def error(message: str) -> None:
+    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def run(build_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None) -> int:
+    """Parse, run one command, and turn every failure into one stderr line + exit code.
+    A command whose defaults set ``traced`` exports the starter's spans (when
+    OTEL_TRACES_EXPORTER asks for it)."""
+    tracing = None
+    try:
+        args = build_parser().parse_args(argv)
+        handler: Handler = args.handler
+        if getattr(args, "traced", False):
+            tracing = setup_tracing("refund-starter")
+        outcome = handler(args)
+        if inspect.isawaitable(outcome):
+            return asyncio.run(_awaited(outcome))
+        return outcome
+    except SystemExit as leaving:
+        # argparse's --help (and nothing else) leaves through SystemExit.
+        return leaving.code if isinstance(leaving.code, int) else EXIT_OK
+    except UsageError as err:
+        print(one_line(str(err)), file=sys.stderr, flush=True)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        error("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        return report_error(err)
+    finally:
+        # exit_now() leaves with os._exit, which skips atexit: flush spans here.
+        if tracing is not None:
+            tracing.shutdown()
+
+
+async def _awaited(outcome: Awaitable[int]) -> int:
+    return await outcome
+
+
+def exit_now(code: int) -> NoReturn:
+    # The Temporal SDK's Rust core can abort the interpreter during finalization
+    # (temporalio issue #300: `PyGILState_Release`, exit code 134) after the command has
+    # finished. Flush what we printed and leave without finalization, so the exit code is
+    # exactly the command's.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
