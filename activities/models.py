@@ -1,5 +1,9 @@
 """One typed input and one typed result per activity (fields can be added without breaking
-history). No aliases, no credentials: these travel through Temporal."""
+history). No aliases, no credentials: these travel through Temporal.
+
+Inputs are strict: an older activity worker refuses (and Temporal retries elsewhere) an input
+carrying an instruction it does not know, rather than dropping it. Results are read leniently:
+an older workflow ignores what a newer activity adds."""
 
 from __future__ import annotations
 
@@ -7,11 +11,15 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from core.models import ProviderRefund, RefundRequest
+from core.models import ProviderRefund, RefundRequest, forward_compatible
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Result(BaseModel):
+    model_config = forward_compatible()
 
 
 class ValidateInput(_Model):
@@ -20,7 +28,7 @@ class ValidateInput(_Model):
     known_refunded_minor: int = 0
 
 
-class ValidatedRefund(_Model):
+class ValidatedRefund(_Result):
     amount_minor: int
     currency: str
     payment_amount_minor: int | None = None
@@ -36,7 +44,7 @@ class SubmitInput(_Model):
     resumed: bool = False
 
 
-class SubmittedRefund(_Model):
+class SubmittedRefund(_Result):
     refund: ProviderRefund
     attempt: int = 1
 
@@ -46,7 +54,7 @@ class PollInput(_Model):
     refund_id: str
 
 
-class PolledRefund(_Model):
+class PolledRefund(_Result):
     refund: ProviderRefund
     attempt: int = 1
 
@@ -57,7 +65,7 @@ class CancelAtProviderInput(_Model):
     reason: str
 
 
-class CancelAtProviderResult(_Model):
+class CancelAtProviderResult(_Result):
     canceled: bool
     refund: ProviderRefund | None = None
     note: str
@@ -69,7 +77,7 @@ class FindRefundsInput(_Model):
     created_to: datetime
 
 
-class FoundRefunds(_Model):
+class FoundRefunds(_Result):
     refunds: tuple[ProviderRefund, ...]
 
 

@@ -87,7 +87,21 @@ class ProviderRefundStatus(StrEnum):
 
 
 class _Frozen(BaseModel):
+    """What a caller writes: strict, an unknown field is refused (a typo is never dropped)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def forward_compatible(*, frozen: bool = True) -> ConfigDict:
+    """Config of a model that travels between versions (activity results, the status, carried
+    state, answers): fields it does not know are ignored, so what a newer worker adds never
+    breaks an older one during a rolling deploy.
+
+    Its JSON Schema still says "no other properties": it describes what this version writes,
+    and the published schemas (``schemas/``) stay as they are."""
+    return ConfigDict(
+        frozen=frozen, extra="ignore", json_schema_extra={"additionalProperties": False}
+    )
 
 
 class Transfer(_Frozen):
@@ -181,8 +195,10 @@ class RefundOptions(_Frozen):
         return self
 
 
-class ProviderRefund(_Frozen):
+class ProviderRefund(BaseModel):
     """A provider's view of one refund, in neutral terms with the raw status kept."""
+
+    model_config = forward_compatible()
 
     refund_id: str
     status: ProviderRefundStatus
@@ -225,7 +241,7 @@ class Resolution(BaseModel):
 class RefundStatus(BaseModel):
     """The `status` query answer, the CLI's JSON and the workflow's result."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = forward_compatible(frozen=False)
 
     key: str
     workflow_id: str

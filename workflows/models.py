@@ -1,5 +1,9 @@
 """The workflow's own messages: its input (with what continue-as-new carries) and the
-`cancel` signal's payload. No aliases, no credentials."""
+`cancel` signal's payload. No aliases, no credentials.
+
+What callers write (the input's request and options, `ResolveRequest`) is strict. What travels
+between worker versions (carried state, answers, the lane's messages and status) ignores
+fields it does not know, so a rolling deploy never breaks an older worker."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from core.models import (
     RefundState,
     Resolution,
     ResolveAction,
+    forward_compatible,
 )
 
 
@@ -31,7 +36,7 @@ class CancelRequest(BaseModel):
 class CancelAnswer(BaseModel):
     """Answer of the `request_cancel` update, once the cancel has played out."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = forward_compatible()
 
     canceled: bool
     state: RefundState
@@ -82,7 +87,8 @@ class ResolveAnswer(BaseModel):
 class CarriedState(BaseModel):
     """What one run hands to the next on continue-as-new. Not for callers to set."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # The next run may be on a worker of another version.
+    model_config = forward_compatible()
 
     state: RefundState
     validated: ValidatedRefund
@@ -201,6 +207,10 @@ class LaneInput(BaseModel):
 
 
 class LaneStatus(BaseModel):
+    """The lane's `lane` query answer."""
+
+    model_config = forward_compatible(frozen=False)
+
     holder: str | None
     queue: list[str]
     claimed_refund_ids: list[str]
