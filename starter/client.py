@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
@@ -54,9 +54,10 @@ from workflows.models import (
     ResolveAnswer,
     ResolveRequest,
 )
+from workflows.names import signal_name, workflow_type_name
 from workflows.refund import RefundWorkflow
 
-WORKFLOW_TYPE = "RefundWorkflow"
+WORKFLOW_TYPE = workflow_type_name(RefundWorkflow)
 
 
 class RefundClientError(Exception):
@@ -171,7 +172,7 @@ class RefundClient:
         await self._start_workflow(
             request,
             WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal="cancel",
+            start_signal=signal_name(RefundWorkflow.cancel),
             start_signal_args=[CancelRequest(reason=reason)],
         )
 
@@ -258,8 +259,12 @@ class RefundClient:
         if not reason.strip():
             raise RefundClientError("a cancel needs a reason")
         try:
-            answer = await self.handle(key).execute_update(
-                "request_cancel", CancelRequest(reason=reason), result_type=CancelAnswer
+            # The SDK types an async update's answer as the handler's coroutine.
+            answer = cast(
+                CancelAnswer,
+                await self.handle(key).execute_update(
+                    RefundWorkflow.request_cancel, CancelRequest(reason=reason)
+                ),
             )
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
@@ -282,10 +287,9 @@ class RefundClient:
         A refusal (wrong state, already final, a refund that cannot be adopted) raises
         :class:`ResolutionRefusedError` with the workflow's reason; nothing changed then."""
         try:
-            # By name, like request_cancel: mypy cannot match the typed form of an async
-            # update that has a validator.
-            answer = await self.handle(key).execute_update(
-                "resolve", request, result_type=ResolveAnswer
+            answer = cast(
+                ResolveAnswer,
+                await self.handle(key).execute_update(RefundWorkflow.resolve, request),
             )
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:

@@ -20,3 +20,11 @@ def signal_name(handler: Callable[..., Any]) -> str:
     if definition is None or definition.name is None:
         raise TypeError(f"{handler.__qualname__} is not a named @workflow.signal handler")
     return definition.name
+
+
+def workflow_type_name(cls: type) -> str:
+    """The workflow type a ``@workflow.defn`` class is registered under."""
+    name = workflow._Definition.must_from_class(cls).name
+    if name is None:
+        raise TypeError(f"{cls.__qualname__} is a dynamic workflow: it has no type name")
+    return name
