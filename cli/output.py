@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from core.models import RefundStatus, Resolution
-from core.money import MoneyError, exponent, format_minor, minor_to_decimal
+from core.money import MoneyError, describe_amount, exponent, minor_to_decimal
 
 EMPTY = "-"
 
@@ -58,12 +58,7 @@ def render_pairs(pairs: Iterable[tuple[str, object]], *, indent: str = "") -> st
 
 def amount(amount_minor: int | None, currency: str | None) -> str:
     """``12.34 PLN``; ``whole payment`` when no amount was asked for."""
-    if amount_minor is None or currency is None:
-        return "whole payment"
-    try:
-        return format_minor(amount_minor, currency)
-    except MoneyError:
-        return f"{amount_minor} (minor units) {currency}"
+    return describe_amount(amount_minor, currency)
 
 
 def status_pairs(status: RefundStatus) -> list[tuple[str, object]]:

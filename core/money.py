@@ -147,3 +147,17 @@ class Money(BaseModel):
 
     def __str__(self) -> str:
         return format_minor(self.amount_minor, self.currency)
+
+
+WHOLE_PAYMENT = "whole payment"
+
+
+def describe_amount(amount_minor: int | None, currency: str | None) -> str:
+    """``12.34 PLN`` for people; ``whole payment`` when no amount was asked for (the provider
+    then refunds what is left of the payment). The one place this wording lives."""
+    if amount_minor is None or not currency:
+        return WHOLE_PAYMENT
+    try:
+        return format_minor(amount_minor, currency)
+    except MoneyError:
+        return f"{amount_minor} (minor units) {currency}"

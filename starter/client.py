@@ -35,6 +35,7 @@ from core.models import (
     REFUND_PAYMENT_ID,
     REFUND_PROVIDER,
     REFUND_STATE,
+    WORKFLOW_ID_PREFIX,
     ProviderName,
     RefundOptions,
     RefundRequest,
@@ -42,7 +43,7 @@ from core.models import (
     RefundStatus,
     workflow_id_for,
 )
-from core.money import format_minor
+from core.money import describe_amount
 from core.settings import Settings
 from providers.registry import check_request
 from starter.connection import connect
@@ -100,11 +101,7 @@ class RefundListItem:
 
 def summary_line(request: RefundRequest) -> str:
     """The one-line summary the Temporal UI shows for a refund."""
-    amount = (
-        format_minor(request.amount_minor, request.currency)
-        if request.amount_minor is not None and request.currency
-        else "whole payment"
-    )
+    amount = describe_amount(request.amount_minor, request.currency)
     return (
         f"Refund {amount} of {request.provider.value} payment {request.payment_id} "
         f"(key {request.idempotency_key})"
@@ -333,14 +330,13 @@ class RefundClient:
             attrs = execution.typed_search_attributes
             memo = await execution.memo()
             amount_minor, currency = memo.get("amount_minor"), memo.get("currency")
-            amount = (
-                format_minor(amount_minor, currency)
-                if isinstance(amount_minor, int) and isinstance(currency, str)
-                else "whole payment"
+            amount = describe_amount(
+                amount_minor if isinstance(amount_minor, int) else None,
+                currency if isinstance(currency, str) else None,
             )
             items.append(
                 RefundListItem(
-                    key=execution.id.removeprefix("refund:"),
+                    key=execution.id.removeprefix(WORKFLOW_ID_PREFIX),
                     workflow_id=execution.id,
                     state=attrs.get(REFUND_STATE),
                     provider=attrs.get(REFUND_PROVIDER),

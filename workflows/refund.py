@@ -84,7 +84,7 @@ with workflow.unsafe.imports_passed_through():
         Resolution,
         ResolveAction,
     )
-    from core.money import format_minor
+    from core.money import describe_amount, format_minor
     from telemetry.metrics import record_refund_finished, record_refund_started
     from workflows.models import (
         CancelAnswer,
@@ -1116,11 +1116,7 @@ class RefundWorkflow:
 
     def _amount_summary(self, verb: str) -> str:
         s = self._status
-        amount = (
-            format_minor(s.amount_minor, s.currency)
-            if s.amount_minor is not None and s.currency
-            else "whole payment"
-        )
+        amount = describe_amount(s.amount_minor, s.currency)
         return f"{verb} {amount} at {self._request.provider.value}"
 
     async def _result(self) -> RefundStatus:
