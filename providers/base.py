@@ -2,7 +2,9 @@
 
 A provider adapter answers five questions in neutral terms; activities and workflows never see
 wire formats, status vocabularies or credentials. A third provider implements this protocol
-and registers in :mod:`providers.registry`; nothing above this package changes.
+and registers in :mod:`providers.registry`; above this package only its name
+(``core.models.ProviderName``), its settings and the regenerated JSON Schemas change
+(CONTRIBUTING.md, "Adding a provider").
 """
 
 from __future__ import annotations
