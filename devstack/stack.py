@@ -100,7 +100,14 @@ def find_temporal_cli() -> Path:
 
 
 def port_in_use(port: int, host: str = HOST) -> bool:
+    """Something listens on (or holds) ``host:port``.
+
+    The bind uses ``SO_REUSEADDR``, as the servers we start do (uvicorn, Temporal's Go
+    listener): sockets left in TIME-WAIT by a stack that has just stopped do not count, so
+    `refunds demo` right after `refunds dev` finds its ports free; a real listener does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
