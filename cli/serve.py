@@ -45,16 +45,22 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     # Imported here: the simulators sit beside the product and only this command serves them.
     from simulators.server import CombinedSimulators
-    from simulators.serving import BackgroundServer
+    from simulators.serving import BackgroundServer, PortInUseError
 
     sims = CombinedSimulators()
     server = BackgroundServer(sims.app, host=args.host, port=args.port)
     try:
         server.start()
+    except PortInUseError as err:
+        # The server binds before uvicorn runs: this is the only line about it.
+        raise CommandError(
+            f"cannot serve the simulators on {args.host}:{args.port} ({err.strerror}): "
+            "stop what listens there or choose another port with --port"
+        ) from None
     except RuntimeError:
         raise CommandError(
-            f"cannot serve the simulators on {args.host}:{args.port} (port in use?); "
-            "choose another with --port"
+            f"the simulators did not start on {args.host}:{args.port}; choose another "
+            "address with --host / --port"
         ) from None
     shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
     info = sims.describe(f"http://{shown_host}:{args.port}")

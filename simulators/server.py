@@ -6,7 +6,9 @@ with their scenarios. `refunds sim` serves this app; `refunds dev` and `refunds 
 command as a subprocess and read ``GET /`` to configure their worker.
 
 Each simulator keeps its own control routes under its prefix, e.g.
-``POST /paynow/_sim/payments`` or ``GET /mews/_sim/journal``.
+``POST /paynow/_sim/payments`` or ``GET /mews/_sim/journal``. ``GET /_sim/journal`` at the root
+answers both journals in one document, ``{"mews": {...}, "paynow": {...}}``, each as its own
+route would.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from simulators.common import CONTROL_PREFIX
 from simulators.mews import MewsSimulator
 from simulators.mews.seed import DEFAULT_ACCESS_TOKEN, DEFAULT_CLIENT_TOKEN
 from simulators.mews.seed import Scenario as MewsScenario
@@ -53,6 +56,7 @@ class CombinedSimulators:
         self.app = Starlette(
             routes=[
                 Route("/", self._index, methods=["GET"]),
+                Route(f"{CONTROL_PREFIX}/journal", self._journal, methods=["GET"]),
                 Mount(MEWS_PREFIX, app=self.mews.app),
                 Mount(PAYNOW_PREFIX, app=self.paynow.app),
             ]
@@ -61,6 +65,10 @@ class CombinedSimulators:
     def reset(self) -> None:
         self.mews.reset()
         self.paynow.reset()
+
+    def journal(self) -> dict[str, Any]:
+        """Both simulators' journals, under the providers' names."""
+        return {"mews": self.mews.core.journal(), "paynow": self.paynow.core.journal()}
 
     def describe(self, base_url: str) -> dict[str, Any]:
         """What ``GET /`` answers, for a server reachable at ``base_url``."""
@@ -95,6 +103,9 @@ class CombinedSimulators:
 
     async def _index(self, request: Request) -> Response:
         return JSONResponse(self.describe(str(request.base_url)))
+
+    async def _journal(self, _: Request) -> Response:
+        return JSONResponse(self.journal())
 
 
 def build_app() -> Starlette:
