@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ import httpx
 
 from cli.output import amount, render_table
 from core.models import ProviderName, RefundRequest, RefundState, RefundStatus
-from devstack.stack import EmbeddedStack, StackConfig
+from devstack.stack import DEFAULT_STATE_DIR, HOST, EmbeddedStack, StackConfig
 from starter.client import RefundClient, RefundClientError, summary_line
 
 POLL_INITIAL_S = 0.5
@@ -265,9 +266,46 @@ async def run_demo(
             else f"{len(runs) - passed} of {len(runs)} refunds did NOT end as expected"
         )
         demo.say(f"\n{verdict} in {time.monotonic() - demo.began:.1f}s.")
-        demo.say(f"See every step in the Temporal UI: {stack.ui_url}/namespaces/default/workflows")
         if keep:
-            demo.say("--keep: the stack stays up; Ctrl-C to stop it.")
+            demo.say(
+                f"\nThe stack stays up (--keep): every step in the Temporal UI at "
+                f"{stack.ui_url}/namespaces/default/workflows, or "
+                f"`TEMPORAL_ADDRESS={stack.temporal_address} refunds status {runs[0].key}`. "
+                "Ctrl-C to stop it."
+            )
             await (stop or asyncio.Event()).wait()
         demo.say("stopping the stack...")
+    # Last, once the stack (and its UI) is gone: how to look at what the demo did.
+    demo.say(look_again(config, runs, kept=keep))
     return 0 if passed == len(runs) else 1
+
+
+def look_again(config: StackConfig, runs: list[DemoRun], *, kept: bool) -> str:
+    """The demo's last lines: its refunds stay in ``config.state_dir``; `refunds dev` on that
+    directory serves them in its UI (with the demo's own ports when they are not the
+    defaults), and `--keep` keeps a demo's stack up."""
+    defaults = StackConfig()
+    flags = [
+        f"{flag} {value}"
+        for flag, value, default in (
+            ("--temporal-port", config.temporal_port, defaults.temporal_port),
+            ("--ui-port", config.ui_port, defaults.ui_port),
+            ("--sim-port", config.sim_port, defaults.sim_port),
+        )
+        if value != default
+    ]
+    dev = " ".join(["refunds dev", "--state-dir", shlex.quote(str(config.state_dir)), *flags])
+    ui = f"http://{HOST}:{config.ui_port}/namespaces/default/workflows"
+    keys = f"{runs[0].key} to {runs[-1].key}" if runs else "its keys"
+    apart = ""
+    if config.state_dir != DEFAULT_STATE_DIR:
+        apart = f", apart from `refunds dev`'s {DEFAULT_STATE_DIR}/"
+    lines = [
+        f"stopped. The demo's refunds stay in {config.state_dir}/{apart}. To look at them:",
+        f"  {dev}",
+        f"      then the Temporal UI at {ui} shows them ({keys})",
+    ]
+    if not kept:
+        lines.append("  refunds demo --keep")
+        lines.append("      runs a new demo and keeps its stack and UI up until Ctrl-C")
+    return "\n".join(lines)

@@ -65,6 +65,14 @@ def test_demo_runs_every_case_to_its_expected_outcome(tmp_path: Path) -> None:
     assert out.count(" ok\n") == 7
     assert "all 7 refunds ended as expected" in out
     assert "Temporal UI: http://127.0.0.1:" in out
+    # The last lines, once the stack is gone, say how to look at what the demo did.
+    last = out.splitlines()[-5:]
+    assert last[0] == f"stopped. The demo's refunds stay in {state_dir}/, apart from " + (
+        "`refunds dev`'s .refunds/. To look at them:"
+    )
+    assert last[1].startswith(f"  refunds dev --state-dir {state_dir} --temporal-port {ports[0]}")
+    assert f"http://127.0.0.1:{ports[1]}/namespaces/default/workflows" in last[2]
+    assert last[3] == "  refunds demo --keep"
     for state in ("SUCCEEDED", "FAILED", "REJECTED", "CANCELED"):
         assert f"{state}  " in out
     logs = state_dir / "logs"
