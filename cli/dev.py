@@ -21,14 +21,34 @@ if TYPE_CHECKING:
 # devstack.stack.DEFAULT_STATE_DIR (a test holds them equal), named here so that building the
 # parser never imports the dev harness.
 STATE_DIR = Path(".refunds")
+# `refunds dev --fast`: status checks from 1 s, doubling up to 5 s (REFUNDS_POLL_INITIAL_S,
+# REFUNDS_POLL_MAX_S), so that a `slow` scenario ends in a minute rather than many.
+FAST_POLL_INITIAL_S = 1.0
+FAST_POLL_MAX_S = 5.0
 
 
 def register(commands: Commands) -> None:
     dev = commands.add_parser(
         "dev",
         help="run Temporal dev server + simulators + worker (+ codec server) until Ctrl-C",
+        description=(
+            "Run the Temporal dev server, both provider simulators and a worker (and the codec "
+            "server when encryption is configured) until Ctrl-C. A refund checks its provider "
+            "after REFUNDS_POLL_INITIAL_S (default 5 s), the wait doubling up to "
+            "REFUNDS_POLL_MAX_S (default 300 s), as set where the refund is started: the "
+            "banner shows the timing and the settings to export."
+        ),
     )
     _stack_arguments(dev, STATE_DIR)
+    dev.add_argument(
+        "--fast",
+        action="store_true",
+        help=(
+            f"poll providers every {FAST_POLL_INITIAL_S:g}s doubling to {FAST_POLL_MAX_S:g}s "
+            "(REFUNDS_POLL_INITIAL_S / REFUNDS_POLL_MAX_S for the worker and the starter "
+            "settings it prints), for trying things out; default: the environment's, 5s to 300s"
+        ),
+    )
     dev.set_defaults(handler=cmd_dev)
 
     demo = commands.add_parser(
@@ -102,10 +122,15 @@ def _stop_event() -> asyncio.Event:
 
 
 async def cmd_dev(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from devstack.stack import EmbeddedStack
 
     stop = _stop_event()
-    stack = EmbeddedStack(_stack_config(args))
+    config = _stack_config(args)
+    if args.fast:
+        config = replace(config, poll_initial_s=FAST_POLL_INITIAL_S, poll_max_s=FAST_POLL_MAX_S)
+    stack = EmbeddedStack(config)
     print(
         f"starting Temporal on {stack.temporal_address}, simulators on {stack.sim_url}, "
         f"a worker (logs in {stack.log_dir}/)...",
@@ -121,8 +146,23 @@ async def cmd_dev(args: argparse.Namespace) -> int:
         if stack.codec_url:
             print(f"Codec server  {stack.codec_url}  (the UI decrypts refunds through it)")
         print(f"State         {stack.state_dir}/ (temporal.db, logs/)")
+        settings = stack.settings()
+        initial, longest = settings.refunds_poll_initial_s, settings.refunds_poll_max_s
+        print(
+            f"Polling       a refund checks its provider after {initial:g}s, the wait doubling "
+            f"up to {longest:g}s (REFUNDS_POLL_INITIAL_S, REFUNDS_POLL_MAX_S where it is started)"
+        )
+        if not args.fast:
+            print(
+                f"              `slow` scenarios take minutes: `refunds dev --fast` polls every "
+                f"{FAST_POLL_INITIAL_S:g}s to {FAST_POLL_MAX_S:g}s"
+            )
+        starter_env = {"TEMPORAL_ADDRESS": stack.temporal_address}
+        if args.fast:
+            starter_env["REFUNDS_POLL_INITIAL_S"] = f"{initial:g}"
+            starter_env["REFUNDS_POLL_MAX_S"] = f"{longest:g}"
         print("\nPoint a starter at it:")
-        print(output.render_env({"TEMPORAL_ADDRESS": stack.temporal_address}))
+        print(output.render_env(starter_env))
         print("\nOr run your own worker against the simulators (stop this one first):")
         print(output.render_env(stack.settings_env()))
         print()
