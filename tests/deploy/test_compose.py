@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ from core.models import SEARCH_ATTRIBUTES
 from core.settings import Settings
 from simulators.mews import seed as mews_seed
 from simulators.paynow import seed as paynow_seed
+from tests.support.system_tools import require_program
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -61,12 +61,11 @@ Compose = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture(scope="module")
 def compose(tmp_path_factory: pytest.TempPathFactory) -> Compose:
     """Runs ``docker-compose -f docker-compose.yml ARGS`` with only ``env`` set."""
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.fail(
-            "docker-compose is not installed: run `make install-system` "
-            "(Debian package docker-compose) to validate docker-compose.yml"
+    binary = str(
+        require_program(
+            "docker-compose", package="docker-compose", purpose="validating docker-compose.yml"
         )
+    )
     empty_env_file = tmp_path_factory.mktemp("compose") / "empty.env"
     empty_env_file.write_text("")
 
