@@ -18,16 +18,29 @@ from datetime import timedelta
 
 from temporalio.exceptions import ApplicationError
 
-from providers.errors import ProviderError
+from providers.errors import ProviderError, provider_title
 
 OUTCOME_UNKNOWN = "OutcomeUnknown"
 PROVIDER_NOT_CONFIGURED = "ProviderNotConfigured"
 
 
+def not_resent_sentence(provider: str, why: str) -> str:
+    """The operator's sentence for a write that may have been made and is not sent again."""
+    p = provider_title(provider)
+    return (
+        f"{why}, so the refund may have been made at {p}: it is not sent again ({p} takes no "
+        f"idempotency key) but looked up at {p}."
+    )
+
+
 def to_application_error(err: ProviderError, *, unsafe_to_resend: bool = False) -> ApplicationError:
+    """The failure's message is the error's full text: the operator's sentence, then the
+    provider's words once (``str(err)``)."""
     if unsafe_to_resend and err.outcome_unknown:
+        doing = err.about.doing if err.about is not None else "the refund call"
+        why = f"{provider_title(err.provider)} gave no clear answer to {doing}"
         return ApplicationError(
-            f"outcome unknown, not re-sent: {err}",
+            not_resent_sentence(err.provider, why) + err.said(),
             {"provider": err.provider, "error_type": type(err).__name__},
             type=OUTCOME_UNKNOWN,
             non_retryable=True,

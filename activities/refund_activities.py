@@ -8,7 +8,12 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.failures import OUTCOME_UNKNOWN, PROVIDER_NOT_CONFIGURED, provider_failures
+from activities.failures import (
+    OUTCOME_UNKNOWN,
+    PROVIDER_NOT_CONFIGURED,
+    not_resent_sentence,
+    provider_failures,
+)
 from activities.models import (
     CancelAtProviderInput,
     CancelAtProviderResult,
@@ -75,8 +80,10 @@ class RefundActivities:
                 # The workflow's earlier submit ran out of its call budget, maybe mid-call:
                 # this attempt counter restarted, but the request may have been processed.
                 raise ApplicationError(
-                    "outcome unknown, not re-sent: the previous submit ran out of time "
-                    "without an answer",
+                    not_resent_sentence(
+                        provider.name.value,
+                        "The previous refund call ran out of time without an answer",
+                    ),
                     type=OUTCOME_UNKNOWN,
                     non_retryable=True,
                 )
@@ -85,8 +92,11 @@ class RefundActivities:
                 # of time mid-call): its request may have been processed. Sending again could
                 # refund twice, so the outcome is unknown and the workflow reconciles.
                 raise ApplicationError(
-                    f"outcome unknown, not re-sent: attempt {info.attempt - 1} ended without "
-                    "an answer (worker stopped or call timed out)",
+                    not_resent_sentence(
+                        provider.name.value,
+                        f"Refund call attempt {info.attempt - 1} ended without an answer "
+                        "(its worker stopped or the call timed out)",
+                    ),
                     type=OUTCOME_UNKNOWN,
                     non_retryable=True,
                 )
@@ -115,7 +125,7 @@ class RefundActivities:
             try:
                 refund = await provider.cancel(params.request, params.refund_id)
             except RefundNotCancellableError as err:
-                return CancelAtProviderResult(canceled=False, note=err.message)
+                return CancelAtProviderResult(canceled=False, note=str(err))
         return CancelAtProviderResult(
             canceled=True, refund=refund, note=f"canceled at {provider.name.value}"
         )

@@ -19,7 +19,14 @@ from datetime import UTC, datetime
 
 import httpx
 
-from providers.errors import ProviderConnectError, UnknownOutcomeError, redact
+from providers.errors import (
+    ProviderConnectError,
+    Step,
+    Subject,
+    UnknownOutcomeError,
+    operator_sentence,
+    redact,
+)
 from telemetry.http import TracedTransport, provider_operation
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -27,9 +34,15 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.
 
 @asynccontextmanager
 async def translate_transport_errors(
-    provider: str, operation: str, *, secrets: Iterable[str] = ()
+    provider: str,
+    operation: str,
+    *,
+    secrets: Iterable[str] = (),
+    about: Subject | None = None,
 ) -> AsyncIterator[None]:
-    """Turn httpx transport failures inside the block into provider errors."""
+    """Turn httpx transport failures inside the block into provider errors: the operator's
+    sentence for what the call was ``about``, the transport's words as the detail."""
+    about = about or Subject(provider, _step(operation))
     try:
         # Labels the block's HTTP spans and provider_calls with the provider and operation.
         with provider_operation(provider, operation):
@@ -37,13 +50,33 @@ async def translate_transport_errors(
     except _NOT_SENT as exc:
         detail = redact(f"{type(exc).__name__}: {exc}", secrets)
         raise ProviderConnectError(
-            f"{operation}: could not reach the provider ({detail})", provider=provider
+            operator_sentence(ProviderConnectError, about),
+            provider=provider,
+            detail=detail,
+            about=about,
         ) from None
     except httpx.TransportError as exc:
         detail = redact(f"{type(exc).__name__}: {exc}", secrets)
         raise UnknownOutcomeError(
-            f"{operation}: no answer after the request was sent ({detail})", provider=provider
+            operator_sentence(UnknownOutcomeError, about),
+            provider=provider,
+            detail=detail,
+            about=about,
         ) from None
+
+
+def _step(operation: str) -> Step:
+    """A call's step from its name when the adapter did not say (writes read as submits)."""
+    name = operation.lower()
+    for step, words in (
+        (Step.CANCEL, ("cancel",)),
+        (Step.STATUS, ("status", "get")),
+        (Step.FIND, ("find", "getall")),
+        (Step.CHECK, ("check",)),
+    ):
+        if any(word in name for word in words):
+            return step
+    return Step.SUBMIT
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

@@ -52,7 +52,10 @@ from providers.errors import (
     ProviderStatusError,
     RefundNotCancellableError,
     ServerError,
+    Step,
+    Subject,
     class_for_status,
+    operator_sentence,
     redact,
 )
 from providers.http import build_client, parse_retry_after, translate_transport_errors
@@ -97,8 +100,36 @@ _STATUSES: dict[str, ProviderRefundStatus] = {
 }
 
 _MAX_MESSAGE_CHARS = 500
+_TRIED_AGAIN = "it is tried again automatically; nothing to do unless it lasts"
 
 _Answer = TypeVar("_Answer", bound=BaseModel)
+
+# The adapter's call names -> what they are for, in the operator's sentence.
+STEPS: dict[str, Step] = {
+    "check": Step.CHECK,
+    "refund": Step.SUBMIT,
+    "status": Step.STATUS,
+    "cancel": Step.CANCEL,
+    "find": Step.FIND,
+}
+
+
+def subject(
+    operation: str, request: RefundRequest | None = None, refund_id: str | None = None
+) -> Subject:
+    """What a call is about: its step and the request's payment, account, amount, refund."""
+    step = STEPS.get(operation, Step.CHECK)
+    if request is None:
+        return Subject(PROVIDER, step, refund_id=refund_id)
+    return Subject(
+        PROVIDER,
+        step,
+        payment_id=request.payment_id,
+        refund_id=refund_id,
+        account_id=request.account_id,
+        amount_minor=request.amount_minor,
+        currency=request.currency,
+    )
 
 
 def status_from_state(state: str) -> ProviderRefundStatus:
@@ -117,7 +148,11 @@ def _redact_json(value: Any, secrets: list[str]) -> Any:
 
 
 def error_from_response(
-    response: httpx.Response, *, operation: str, secrets: Iterable[str]
+    response: httpx.Response,
+    *,
+    operation: str,
+    secrets: Iterable[str],
+    about: Subject | None = None,
 ) -> ProviderStatusError:
     """The one status ladder: a non-success Mews answer -> the error tree, by status alone.
 
@@ -128,7 +163,8 @@ def error_from_response(
     HTTP-date), 5xx Server; any other status the generic :class:`ProviderStatusError`.
     Mews gives no error code and documents no wording, and which of 400/403 carries which
     business refusal is unconfirmed: both are final whatever the text says, and the
-    ``Message`` is kept in the error, for the operator, never matched. Every provider text is
+    ``Message`` is kept in the error as its ``detail``, for the operator, never matched; the
+    error's message is the operator's sentence for its class. Every provider text is
     redacted of our credentials before it reaches the error.
     """
     hidden = list(secrets)
@@ -148,21 +184,24 @@ def error_from_response(
     if message is None:
         # Redact before cutting: a cut could leave half a token that redact no longer sees.
         snippet = redact(response.text, hidden).strip()[:200] if response.content else ""
-        message = f"HTTP {status} {response.reason_phrase}".strip()
+        message = response.reason_phrase.strip()
         if snippet:
-            message = f"{message}: {snippet}"
-    message = redact(message, hidden)[:_MAX_MESSAGE_CHARS]
+            message = f"{message}: {snippet}" if message else snippet
+    detail = redact(message, hidden)[:_MAX_MESSAGE_CHARS] or None
     request_id = response.headers.get("Request-Id") or body_request_id
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
 
     error_class = class_for_status(status)
+    about = about or subject(operation)
     return error_class(
-        f"{operation}: {message}",
+        operator_sentence(error_class, about, retry_after=retry_after),
         provider=PROVIDER,
         status_code=status,
         request_id=redact(request_id, hidden) if request_id else None,
         retry_after=retry_after,
         body=_redact_json(body, hidden) if body is not None else None,
+        detail=detail,
+        about=about,
     )
 
 
@@ -294,23 +333,29 @@ class MewsAdapter:
                 f"known_refunded_minor must not be negative, got {known_refunded_minor}",
                 provider=PROVIDER,
             )
-        payment, request_id = await self._one_payment(request, request.payment_id, "check")
+        about = subject("check", request)
+        payment, request_id = await self._one_payment(request, request.payment_id, about)
 
-        def refuse(cls: type[ProviderStatusError], message: str) -> ProviderStatusError:
+        def refuse(
+            cls: type[ProviderStatusError], message: str, detail: str | None = None
+        ) -> ProviderStatusError:
             return cls(
-                f"check: {message}",
+                message,
                 provider=PROVIDER,
                 status_code=ADAPTER_VERDICT,
                 request_id=request_id,
+                detail=detail,
+                about=about,
             )
 
         if payment is None:
-            raise refuse(NotFoundError, f"payment {request.payment_id} not found")
+            raise refuse(NotFoundError, operator_sentence(NotFoundError, about))
         if payment.account_id is not None and payment.account_id.lower() != (
             (request.account_id or "").lower()
         ):
             raise InvalidRequestError(
-                f"payment {payment.id} belongs to another account than {request.account_id}",
+                f"Mews payment {payment.id} belongs to another account than "
+                f"{request.account_id}: check the account id.",
                 provider=PROVIDER,
                 request_id=request_id,
             )
@@ -318,27 +363,34 @@ class MewsAdapter:
         # (seed page: "Only CreditCardPayment and AlternativePayment can be refunded").
         if payment.kind is not None and payment.kind != PAYMENT_KIND:
             raise refuse(
-                PaymentNotRefundableError, f"{payment.id} is a {payment.kind}, not a payment"
+                PaymentNotRefundableError,
+                f"Mews cannot refund {payment.id}: it is not a payment (a refund, chargeback "
+                "or reversal cannot be refunded); give the id of the payment itself.",
+                f"record kind {payment.kind}",
             )
         if payment.type not in REFUNDABLE_TYPES:
             raise refuse(
                 PaymentNotRefundableError,
-                f"payment of type {payment.type} cannot be refunded "
-                f"(only {' and '.join(sorted(REFUNDABLE_TYPES))})",
+                f"Mews cannot refund payment {payment.id}: only card and alternative payments "
+                f"can be refunded through Mews; refund this one another way.",
+                f"payment type {payment.type}",
             )
         if payment.state != CHARGED:
             raise refuse(
                 PaymentNotRefundableError,
-                f"payment is {payment.state}, not Charged: it cannot be refunded",
+                f"Mews cannot refund payment {payment.id}: only a charged payment can be "
+                "refunded; if it is still being charged, start the refund again once it is.",
+                f"payment state {payment.state}",
             )
         currency = payment.amount.currency
         if request.currency is not None and request.currency != currency:
             raise InvalidRequestError(
-                f"the request is in {request.currency} but the payment is in {currency}",
+                f"The refund is asked in {request.currency} but Mews payment {payment.id} "
+                f"is in {currency}: ask for it in {currency}.",
                 provider=PROVIDER,
                 request_id=request_id,
             )
-        payment_minor = abs(self._minor(payment.amount.gross_value, currency, "check", 200))
+        payment_minor = abs(self._minor(payment.amount.gross_value, currency, about))
         # An upper bound only: other refunds of this payment may exist that this service
         # does not know of; Mews refuses those over-refunds itself.
         at_most = payment_minor - known_refunded_minor
@@ -346,10 +398,11 @@ class MewsAdapter:
         if amount > at_most:
             raise refuse(
                 AmountExceedsRefundableError,
-                f"{format_minor(amount, currency)} asked but this service already refunded "
-                f"{format_minor(known_refunded_minor, currency)} of the payment's "
-                f"{format_minor(payment_minor, currency)}: at most "
-                f"{format_minor(max(at_most, 0), currency)} is left to refund",
+                f"Mews payment {payment.id} cannot take a refund of "
+                f"{format_minor(amount, currency)}: this service already refunded "
+                f"{format_minor(known_refunded_minor, currency)} of its "
+                f"{format_minor(payment_minor, currency)}, so at most "
+                f"{format_minor(max(at_most, 0), currency)} is left; ask for at most that.",
             )
         return RefundableCheck(
             payment_id=payment.id,
@@ -373,13 +426,16 @@ class MewsAdapter:
             value_to_refund=value,
             enterprise_id=request.enterprise_id,
         )
-        result, _ = await self._post("refund", REFUND_PATH, parameters.wire(), RefundResult)
+        about = subject("refund", request)
+        result, _ = await self._post(
+            "refund", REFUND_PATH, parameters.wire(), RefundResult, about=about
+        )
         currency = result.amount.currency
         return ProviderRefund(
             refund_id=result.refund_id,
             status=status_from_state(result.state),
             raw_status=result.state,
-            amount_minor=abs(self._minor(result.amount.value, currency, "refund", 200)),
+            amount_minor=abs(self._minor(result.amount.value, currency, about)),
             currency=currency,
         )
 
@@ -390,32 +446,37 @@ class MewsAdapter:
             raise InvalidRequestError(
                 f"refund id {refund_id!r} is not a Mews id (a UUID)", provider=PROVIDER
             )
-        payment, request_id = await self._one_payment(request, refund_id, "status")
+        about = subject("status", request, refund_id)
+        payment, request_id = await self._one_payment(request, refund_id, about)
         # The record must be a refund on the request's account: a payment id, or a refund on
         # another account, is not this request's refund (PROVIDERS.md, Mews: a refund is a
         # payment of Kind Refund on the same account).
         problem: str | None = None
         if payment is None:
-            problem = "not found"
+            problem = "no record with this id"
         elif payment.kind != REFUND_KIND:
-            problem = f"not found (the record is a {payment.kind or 'payment of no kind'})"
+            problem = f"record kind {payment.kind or 'none'}, not a refund"
         elif (payment.account_id or "").lower() != (request.account_id or "").lower():
-            problem = f"not found on account {request.account_id}"
+            problem = f"the refund is on another account than {request.account_id}"
         if payment is None or problem is not None:
             raise NotFoundError(
-                f"status: refund {refund_id} {problem}",
+                operator_sentence(NotFoundError, about),
                 provider=PROVIDER,
                 status_code=ADAPTER_VERDICT,
                 request_id=request_id,
+                detail=problem,
+                about=about,
             )
-        return self._to_refund(payment, "status")
+        return self._to_refund(payment, about)
 
     async def cancel(self, request: RefundRequest, refund_id: str) -> ProviderRefund:
         """Mews has no way to cancel a refund: always refused, nothing is sent."""
         raise RefundNotCancellableError(
-            f"cancel: Mews has no refund cancellation; refund {refund_id} cannot be cancelled",
+            f"Mews has no refund cancellation, so refund {refund_id} cannot be cancelled: "
+            "it is watched until its final status.",
             provider=PROVIDER,
             status_code=ADAPTER_VERDICT,
+            about=subject("cancel", request, refund_id),
         )
 
     async def find_refunds(
@@ -436,8 +497,9 @@ class MewsAdapter:
                 f"created_from {start.isoformat()} is after created_to {end.isoformat()}",
                 provider=PROVIDER,
             )
-        found = await self._refund_payments(request, start, end)
-        return [self._to_refund(payment, "find") for payment in found]
+        about = subject("find", request)
+        found = await self._refund_payments(request, start, end, about)
+        return [self._to_refund(payment, about) for payment in found]
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -446,7 +508,13 @@ class MewsAdapter:
         return [self._client_token.get_secret_value(), self._access_token.get_secret_value()]
 
     async def _post(
-        self, operation: str, path: str, body: dict[str, Any], answer: type[_Answer]
+        self,
+        operation: str,
+        path: str,
+        body: dict[str, Any],
+        answer: type[_Answer],
+        *,
+        about: Subject,
     ) -> tuple[_Answer, str | None]:
         payload = {
             "ClientToken": self._client_token.get_secret_value(),
@@ -455,38 +523,42 @@ class MewsAdapter:
             **body,
         }
         secrets = self._secrets
-        async with translate_transport_errors(PROVIDER, operation, secrets=secrets):
+        async with translate_transport_errors(PROVIDER, operation, secrets=secrets, about=about):
             response = await self._client.post(path, json=payload)
         if not response.is_success:
-            raise error_from_response(response, operation=operation, secrets=secrets)
+            raise error_from_response(response, operation=operation, secrets=secrets, about=about)
         request_id = response.headers.get("Request-Id")
         try:
             return answer.model_validate(response.json()), request_id
         except (ValueError, UnicodeDecodeError, ValidationError):
             # The error text of a failed parse may quote the body; say only what failed.
             raise ServerError(
-                f"{operation}: unreadable success answer from Mews "
-                f"(HTTP {response.status_code}, not a valid {answer.__name__})",
+                f"Mews' answer to {about.doing} (HTTP {response.status_code}) could not be "
+                f"read as {answer.__name__}: {_TRIED_AGAIN}.",
                 provider=PROVIDER,
                 status_code=response.status_code,
                 request_id=request_id,
+                about=about,
             ) from None
 
     async def _one_payment(
-        self, request: RefundRequest, payment_id: str, operation: str
+        self, request: RefundRequest, payment_id: str, about: Subject
     ) -> tuple[Payment | None, str | None]:
         query = PaymentsFilter(
             payment_ids=[payment_id],
             limitation=Limitation(count=1),
             enterprise_ids=[request.enterprise_id] if request.enterprise_id else None,
         )
-        page, request_id = await self._post(operation, GET_ALL_PATH, query.wire(), PaymentsPage)
+        operation = "check" if about.step is Step.CHECK else "status"
+        page, request_id = await self._post(
+            operation, GET_ALL_PATH, query.wire(), PaymentsPage, about=about
+        )
         wanted = payment_id.lower()
         match = next((p for p in page.payments if p.id.lower() == wanted), None)
         return match, request_id
 
     async def _refund_payments(
-        self, request: RefundRequest, start: datetime, end: datetime
+        self, request: RefundRequest, start: datetime, end: datetime, about: Subject
     ) -> list[Payment]:
         """Every ``Kind: Refund`` payment on the account created in ``[start, end)``."""
         seen: dict[str, Payment] = {}
@@ -501,7 +573,7 @@ class MewsAdapter:
                     enterprise_ids=[request.enterprise_id] if request.enterprise_id else None,
                 )
                 page, request_id = await self._post(
-                    "find", GET_ALL_PATH, query.wire(), PaymentsPage
+                    "find", GET_ALL_PATH, query.wire(), PaymentsPage, about=about
                 )
                 for payment in page.payments:
                     if payment.kind == REFUND_KIND:
@@ -510,34 +582,38 @@ class MewsAdapter:
                     break
                 if page.cursor == cursor or pages == MAX_PAGES:
                     raise ServerError(
-                        "find: Mews' paging cursor does not move on",
+                        f"Mews' paging cursor does not move on during {about.doing}: "
+                        f"{_TRIED_AGAIN}.",
                         provider=PROVIDER,
                         status_code=200,
                         request_id=request_id,
+                        about=about,
                     )
                 cursor = page.cursor
         return sorted(seen.values(), key=lambda p: (_utc(p.created_utc), p.id))
 
-    def _to_refund(self, payment: Payment, operation: str) -> ProviderRefund:
+    def _to_refund(self, payment: Payment, about: Subject) -> ProviderRefund:
         currency = payment.amount.currency
         return ProviderRefund(
             refund_id=payment.id,
             status=status_from_state(payment.state),
             raw_status=payment.state,
-            amount_minor=abs(self._minor(payment.amount.gross_value, currency, operation, 200)),
+            amount_minor=abs(self._minor(payment.amount.gross_value, currency, about)),
             currency=currency,
             created_at=_utc(payment.created_utc),
         )
 
     @staticmethod
-    def _minor(value: float, currency: str, operation: str, status: int) -> int:
+    def _minor(value: float, currency: str, about: Subject) -> int:
         try:
             return wire_float_to_minor(value, currency)
         except MoneyError as exc:
             raise ServerError(
-                f"{operation}: unreadable amount in Mews' answer ({exc})",
+                f"Mews' answer to {about.doing} holds an amount that cannot be read exactly "
+                f"({exc}): {_TRIED_AGAIN}.",
                 provider=PROVIDER,
-                status_code=status,
+                status_code=200,
+                about=about,
             ) from None
 
 

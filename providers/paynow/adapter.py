@@ -57,7 +57,10 @@ from providers.errors import (
     ProviderValidationError,
     RefundNotCancellableError,
     ServerError,
+    Step,
+    Subject,
     class_for_status,
+    operator_sentence,
     redact,
 )
 from providers.http import build_client, parse_retry_after, translate_transport_errors
@@ -112,6 +115,31 @@ _REFINED_STATUSES = frozenset({400, 403, 422})
 
 _Answer = TypeVar("_Answer", bound=BaseModel)
 
+# The adapter's call names -> what they are for, in the operator's sentence.
+STEPS: Mapping[str, Step] = {
+    "check_refundable": Step.CHECK,
+    "submit": Step.SUBMIT,
+    "get_refund": Step.STATUS,
+    "cancel": Step.CANCEL,
+}
+
+
+def subject(
+    operation: str, request: RefundRequest | None = None, refund_id: str | None = None
+) -> Subject:
+    """What a call is about: its step and the request's payment, amount and refund."""
+    step = STEPS.get(operation, Step.CHECK)
+    if request is None:
+        return Subject(PROVIDER, step, refund_id=refund_id)
+    return Subject(
+        PROVIDER,
+        step,
+        payment_id=request.payment_id,
+        refund_id=refund_id,
+        amount_minor=request.amount_minor,
+        currency=request.currency,
+    )
+
 
 def map_refund_status(raw_status: str) -> ProviderRefundStatus:
     """Paynow refund status -> neutral status; an unknown status is treated as pending."""
@@ -154,7 +182,8 @@ def check_paynow_request(request: RefundRequest) -> None:
                 problems.append(f"transfers[{index}].{field} must be 0..{MAX_TRANSFER_AMOUNT}")
     if problems:
         raise InvalidRequestError(
-            "refund request refused before sending: " + "; ".join(problems), provider=PROVIDER
+            "refund request refused before sending anything to Paynow: " + "; ".join(problems),
+            provider=PROVIDER,
         )
 
 
@@ -225,9 +254,16 @@ def _primary_error_type(error_types: Sequence[str]) -> str | None:
 
 
 def error_from_response(
-    response: httpx.Response, *, operation: str, secrets: Sequence[str] = ()
+    response: httpx.Response,
+    *,
+    operation: str,
+    secrets: Sequence[str] = (),
+    about: Subject | None = None,
 ) -> ProviderStatusError:
-    """The status ladder: one non-success Paynow answer -> one error of the shared tree."""
+    """The status ladder: one non-success Paynow answer -> one error of the shared tree.
+
+    Its message is the operator's sentence for the class; Paynow's own words (each
+    ``errorType: message``) are its ``detail``, redacted, never read for the class."""
     all_secrets = _secrets_of(response, secrets)
     try:
         raw: Any = response.json()
@@ -244,21 +280,24 @@ def error_from_response(
         for item in parsed.errors
         if item.error_type or item.message
     ]
-    text = "; ".join(details) or response.reason_phrase or f"HTTP {response.status_code}"
-    text = redact(text, all_secrets)
+    text = "; ".join(details) or response.reason_phrase or None
     chosen = error_class(response.status_code, error_type, operation=operation)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    about = about or subject(operation)
     return chosen(
-        f"{operation}: {text}",
+        operator_sentence(chosen, about, retry_after=retry_after),
         provider=PROVIDER,
         status_code=response.status_code,
         request_id=_request_id(response),
-        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        retry_after=retry_after,
         body=body,
         provider_code=error_type,
+        detail=redact(text, all_secrets) if text else None,
+        about=about,
     )
 
 
-def _read_answer(response: httpx.Response, model: type[_Answer], *, operation: str) -> _Answer:
+def _read_answer(response: httpx.Response, model: type[_Answer], *, about: Subject) -> _Answer:
     """A success answer in ``model``'s shape; an unreadable one is a retryable ServerError.
 
     Retrying is safe because every Paynow write is sent under an idempotency key.
@@ -267,11 +306,14 @@ def _read_answer(response: httpx.Response, model: type[_Answer], *, operation: s
         return model.model_validate_json(response.content)
     except ValidationError:
         raise ServerError(
-            f"{operation}: the HTTP {response.status_code} answer could not be read "
-            f"as {model.__name__}",
+            f"Paynow's answer to {about.doing} (HTTP {response.status_code}) could not be "
+            f"read as {model.__name__}: it is tried again automatically (the same "
+            "idempotency key keeps a refund from being made twice); nothing to do unless "
+            "it lasts.",
             provider=PROVIDER,
             status_code=response.status_code,
             request_id=_request_id(response),
+            about=about,
         ) from None
 
 
@@ -320,22 +362,28 @@ class PaynowAdapter:
         subtract it from; the create call itself refuses an over-refund."""
         del known_refunded_minor
         amount_minor, currency = _checked_money(request)
+        about = subject("check_refundable", request)
         response = await self._call(
             "check_refundable",
             "GET",
             f"v3/payments/{request.payment_id}/status",
             idempotency_key=str(uuid.uuid4()),
+            about=about,
         )
-        answer = _read_answer(response, PaymentStatusAnswer, operation="check_refundable")
+        answer = _read_answer(response, PaymentStatusAnswer, about=about)
         state = redact(answer.status, self._secrets)
         if answer.status.upper() != "CONFIRMED":
+            # Paynow answered; the refusal is ours (its status), so no HTTP status is shown.
             raise PaymentNotRefundableError(
-                f"check_refundable: payment {request.payment_id} is {state}; "
-                "only CONFIRMED payments can be refunded",
+                f"Paynow cannot refund payment {request.payment_id}: only a confirmed payment "
+                "can be refunded; if it is still being paid, start the refund again once "
+                "Paynow confirms it.",
                 provider=PROVIDER,
                 status_code=response.status_code,
                 request_id=_request_id(response),
                 provider_code=state,
+                detail=f"payment status {state}",
+                about=about,
             )
         return RefundableCheck(
             payment_id=request.payment_id,
@@ -361,14 +409,16 @@ class PaynowAdapter:
             ]
             or None,
         )
+        about = subject("submit", request)
         response = await self._call(
             "submit",
             "POST",
             f"v3/payments/{request.payment_id}/refunds",
             idempotency_key=request.idempotency_key,
             json_body=body.model_dump(mode="json", by_alias=True, exclude_none=True),
+            about=about,
         )
-        answer = _read_answer(response, CreateRefundAnswer, operation="submit")
+        answer = _read_answer(response, CreateRefundAnswer, about=about)
         confirmed: int | None = None
         if answer.payer_amount is not None and answer.voucher_amount is not None:
             # Both are stated only with a voucher reservation: together they are the refund.
@@ -387,13 +437,15 @@ class PaynowAdapter:
 
     async def get_refund(self, request: RefundRequest, refund_id: str) -> ProviderRefund:
         _check_refund_id(refund_id)
+        about = subject("get_refund", request, refund_id)
         response = await self._call(
             "get_refund",
             "GET",
             f"v3/refunds/{refund_id}/status",
             idempotency_key=str(uuid.uuid4()),
+            about=about,
         )
-        answer = _read_answer(response, RefundStatusAnswer, operation="get_refund")
+        answer = _read_answer(response, RefundStatusAnswer, about=about)
         return self._snapshot(request, refund_id, answer.status, answer.failure_reason)
 
     async def cancel(self, request: RefundRequest, refund_id: str) -> ProviderRefund:
@@ -405,19 +457,23 @@ class PaynowAdapter:
         ``RefundNotCancellableError`` (the refund's status then tells what happened).
         """
         _check_refund_id(refund_id)
+        about = subject("cancel", request, refund_id)
         response = await self._call(
             "cancel",
             "POST",
             f"v3/refunds/{refund_id}/cancel",
             idempotency_key=cancel_idempotency_key(request.idempotency_key),
+            about=about,
         )
         if response.status_code != 200:
             raise RefundNotCancellableError(
-                f"cancel: undocumented answer HTTP {response.status_code}; "
-                "the refund's status will tell whether it was cancelled",
+                f"Paynow gave an answer it does not document to the cancel of refund "
+                f"{refund_id}: the refund's status will tell whether it was cancelled, "
+                "and it is watched until final.",
                 provider=PROVIDER,
                 status_code=response.status_code,
                 request_id=_request_id(response),
+                about=about,
             )
         try:
             answer = RefundStatusAnswer.model_validate_json(response.content)
@@ -460,6 +516,7 @@ class PaynowAdapter:
         *,
         idempotency_key: str,
         json_body: Mapping[str, Any] | None = None,
+        about: Subject | None = None,
     ) -> httpx.Response:
         headers = {IDEMPOTENCY_KEY_HEADER: idempotency_key, "Accept": "application/json"}
         content: bytes | None = None
@@ -467,13 +524,16 @@ class PaynowAdapter:
             # Serialized once: these bytes are both signed (by the auth) and sent.
             content = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False).encode()
             headers["Content-Type"] = "application/json"
-        async with translate_transport_errors(PROVIDER, operation, secrets=self._secrets):
+        about = about or subject(operation)
+        async with translate_transport_errors(
+            PROVIDER, operation, secrets=self._secrets, about=about
+        ):
             response = await self._client.request(
                 method, path, content=content, headers=headers, auth=self._auth
             )
         if response.is_success:
             return response
-        raise error_from_response(response, operation=operation, secrets=self._secrets)
+        raise error_from_response(response, operation=operation, secrets=self._secrets, about=about)
 
 
 def _pending_may_last_s(raw_status: str) -> float | None:

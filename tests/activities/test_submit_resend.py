@@ -24,7 +24,14 @@ from core.models import (
     RefundRequest,
 )
 from providers.base import RefundableCheck
-from providers.errors import ProviderConnectError, RateLimitedError, UnknownOutcomeError
+from providers.errors import (
+    ProviderConnectError,
+    RateLimitedError,
+    Step,
+    Subject,
+    UnknownOutcomeError,
+    operator_sentence,
+)
 from providers.registry import ProviderDirectory
 
 REQUEST = RefundRequest(
@@ -110,6 +117,11 @@ async def test_retry_after_a_silent_attempt_is_an_unknown_outcome_and_sends_noth
         await submit(provider, 2, [])
     assert raised.value.type == OUTCOME_UNKNOWN
     assert raised.value.non_retryable
+    assert raised.value.message == (
+        "Refund call attempt 1 ended without an answer (its worker stopped or the call timed "
+        "out), so the refund may have been made at Mews: it is not sent again (Mews takes no "
+        "idempotency key) but looked up at Mews."
+    )
     assert provider.sent == 0
 
 
@@ -145,14 +157,25 @@ async def test_a_definite_not_sent_is_recorded_for_the_next_attempt(error: Excep
 
 
 async def test_a_lost_answer_records_nothing() -> None:
-    provider = FakeProvider(
-        idempotent=False, fails_with=UnknownOutcomeError("read timeout", provider="mews")
+    about = Subject("mews", Step.SUBMIT, payment_id="p-1", amount_minor=1000, currency="GBP")
+    lost = UnknownOutcomeError(
+        operator_sentence(UnknownOutcomeError, about),
+        provider="mews",
+        detail="ReadTimeout: timed out",
+        about=about,
     )
+    provider = FakeProvider(idempotent=False, fails_with=lost)
     env, beats = environment(1, [])
     activities = RefundActivities(ProviderDirectory({ProviderName.MEWS: provider}))
     with pytest.raises(ApplicationError) as raised:
         await env.run(activities.submit, SubmitInput(request=REQUEST))
     assert raised.value.type == OUTCOME_UNKNOWN
+    # Before: "outcome unknown, not re-sent: mews: submit: no answer after the request ...".
+    assert raised.value.message == (
+        "Mews gave no clear answer to the refund of 10.00 GBP on payment p-1, so the refund "
+        "may have been made at Mews: it is not sent again (Mews takes no idempotency key) "
+        "but looked up at Mews. Detail: ReadTimeout: timed out."
+    )
     assert beats == []
 
 

@@ -26,8 +26,11 @@ from providers.errors import (
     RefundNotCancellableError,
     RequestTimeoutError,
     ServerError,
+    Step,
+    Subject,
     UnknownOutcomeError,
     class_for_status,
+    operator_sentence,
     redact,
 )
 
@@ -173,45 +176,148 @@ def test_status_classes_keep_their_fields() -> None:
 
 
 def test_base_error_text() -> None:
-    error = ProviderConnectError("could not connect", provider="mews", request_id="rid-7")
-    assert str(error) == "mews: could not connect (request id rid-7)"
-    assert repr(error) == (
-        "ProviderConnectError(provider='mews', message='could not connect', "
-        "request_id='rid-7', retry_after=None)"
+    error = ProviderConnectError(
+        "Could not reach Mews.", provider="mews", request_id="rid-7", detail="ConnectError: no"
     )
-    assert error.message == "could not connect"
-    assert error.args == ("could not connect",)
+    assert str(error) == "Could not reach Mews. Detail (request id rid-7): ConnectError: no."
+    assert repr(error) == (
+        "ProviderConnectError(provider='mews', message='Could not reach Mews.', "
+        "detail='ConnectError: no', request_id='rid-7', retry_after=None)"
+    )
+    assert error.message == "Could not reach Mews."
+    assert error.args == ("Could not reach Mews.",)
 
 
-def test_base_error_text_without_request_id() -> None:
+def test_base_error_text_without_detail_or_request_id() -> None:
     error = InvalidRequestError("amount must be positive", provider="paynow")
-    assert str(error) == "paynow: amount must be positive"
+    assert str(error) == "amount must be positive"
     assert "request id" not in str(error)
 
 
-def test_status_error_text() -> None:
+def test_status_error_text_is_the_sentence_then_the_providers_words_once() -> None:
     error = ProviderValidationError(
-        "amount: must be positive",
+        "Paynow found the refund invalid: correct it.",
         provider="paynow",
         status_code=400,
         request_id="req-42",
         provider_code="VALIDATION_ERROR",
+        detail="VALIDATION_ERROR: amount: must be positive",
     )
-    assert (
-        str(error)
-        == "paynow HTTP 400 VALIDATION_ERROR: amount: must be positive (request id req-42)"
+    assert str(error) == (
+        "Paynow found the refund invalid: correct it. Paynow said (HTTP 400, request id "
+        "req-42): VALIDATION_ERROR: amount: must be positive."
     )
+    assert str(error).count("VALIDATION_ERROR") == 1
     text = repr(error)
     assert text.startswith("ProviderValidationError(")
     assert "status_code=400" in text
     assert "'VALIDATION_ERROR'" in text
-    assert "'amount: must be positive'" in text
+    assert "'VALIDATION_ERROR: amount: must be positive'" in text
     assert "'req-42'" in text
 
 
-def test_status_error_text_without_code_or_request_id() -> None:
-    error = ServerError("Simulated provider failure.", provider="mews", status_code=503)
-    assert str(error) == "mews HTTP 503: Simulated provider failure."
+def test_status_error_text_without_detail_or_request_id() -> None:
+    error = ServerError("Mews failed.", provider="mews", status_code=503)
+    assert str(error) == "Mews failed. Mews answered (HTTP 503)."
+
+
+def test_a_verdict_on_a_success_answer_shows_no_http_status() -> None:
+    """The issue's "HTTP 200 PENDING": a 200 answer that says no is not an HTTP error."""
+    error = PaymentNotRefundableError(
+        "Paynow cannot refund payment P.",
+        provider="paynow",
+        status_code=200,
+        request_id="r-1",
+        provider_code="PENDING",
+        detail="payment status PENDING",
+    )
+    assert str(error) == (
+        "Paynow cannot refund payment P. Paynow said (request id r-1): payment status PENDING."
+    )
+    assert "HTTP" not in str(error)
+
+
+# --- the operator's sentence: by class, with the call's subject ---------------------------------
+
+PAYMENT = Subject(
+    "paynow", Step.SUBMIT, payment_id="NOLV-8F9-08K-WGD", amount_minor=9000, currency="PLN"
+)
+
+
+@pytest.mark.parametrize(
+    ("cls", "about", "expected"),
+    [
+        (
+            NotFoundError,
+            Subject("paynow", Step.CHECK, payment_id="NOLV-8F9-08K-WGD"),
+            "Paynow does not know payment NOLV-8F9-08K-WGD: check the payment id.",
+        ),
+        (
+            NotFoundError,
+            Subject("mews", Step.STATUS, payment_id="p-1", refund_id="r-1"),
+            "Mews does not know refund r-1: check it at Mews; the refund of payment p-1 may "
+            "need an operator.",
+        ),
+        (
+            AmountExceedsRefundableError,
+            PAYMENT,
+            "Paynow refused the refund of 90.00 PLN on payment NOLV-8F9-08K-WGD: it is more "
+            "than is left to refund on the payment; check the payment's earlier refunds and "
+            "ask for at most what is left.",
+        ),
+        (
+            ForbiddenError,
+            Subject("mews", Step.SUBMIT, payment_id="p-1"),
+            "Mews refused the refund of the whole payment p-1 under one of its business "
+            "rules: see its reason below; sending it again unchanged will not help.",
+        ),
+        (
+            InsufficientBalanceError,
+            PAYMENT,
+            "Paynow refused the refund of 90.00 PLN on payment NOLV-8F9-08K-WGD: the "
+            "merchant balance at Paynow is too low; top it up, then start the refund again.",
+        ),
+        (
+            ServerError,
+            PAYMENT,
+            "Paynow failed with a server error on the refund of 90.00 PLN on payment "
+            "NOLV-8F9-08K-WGD: it is tried again automatically; nothing to do unless it lasts.",
+        ),
+        (
+            UnknownOutcomeError,
+            Subject("mews", Step.STATUS, refund_id="r-1"),
+            "Mews did not answer the status read of refund r-1 after it was sent: it is tried "
+            "again automatically; nothing to do unless it lasts.",
+        ),
+        (
+            AuthenticationError,
+            Subject("mews", Step.FIND, account_id="a-1"),
+            "Mews refused our credentials on the lookup of refunds on account a-1: check the "
+            "worker's Mews credentials.",
+        ),
+    ],
+)
+def test_operator_sentence(cls: type[ProviderError], about: Subject, expected: str) -> None:
+    assert operator_sentence(cls, about) == expected
+
+
+def test_rate_limited_sentence_says_when_it_is_tried_again() -> None:
+    about = Subject("paynow", Step.STATUS, refund_id="R1")
+    assert operator_sentence(RateLimitedError, about, retry_after=7.0) == (
+        "Paynow is limiting how often we call it (the status read of refund R1): it is "
+        "tried again after the 7 s it asked for."
+    )
+    assert operator_sentence(RateLimitedError, about).endswith(
+        "it is tried again with a growing pause."
+    )
+
+
+@pytest.mark.parametrize("cls", list(TREE))
+def test_every_class_has_a_sentence_naming_the_provider(cls: type[ProviderError]) -> None:
+    sentence = operator_sentence(cls, PAYMENT)
+    assert "Paynow" in sentence
+    assert sentence.endswith(".")
+    assert "9000" not in sentence  # amounts in major units only
 
 
 @pytest.mark.parametrize("cls", list(TREE))

@@ -309,6 +309,12 @@ async def test_check_refundable_refuses_unrefundable_payments(
     assert caught.value.request_id is not None
     assert not caught.value.retryable
     assert_no_secrets(caught.value)
+    # One sentence for the operator, then what Mews' answer showed, once; no HTTP status
+    # (Mews answered 200: the refusal is the adapter's verdict).
+    text = str(caught.value)
+    assert text.startswith(f"Mews cannot refund payment {seeded(scenario)['payment_id']}: only")
+    assert f"Mews said (request id {caught.value.request_id}): payment " in text
+    assert "HTTP" not in text
 
 
 async def test_check_refundable_counts_only_what_this_service_refunded(mews: Harness) -> None:
@@ -333,7 +339,12 @@ async def test_check_refundable_counts_only_what_this_service_refunded(mews: Har
             await adapter.check_refundable(
                 request_for(partly, **changes), known_refunded_minor=6_000
             )
-        assert "40.00 GBP" in str(caught.value)
+        asked = "100.00 GBP" if amount is None else "40.01 GBP"
+        assert caught.value.message == (
+            f"Mews payment {partly['payment_id']} cannot take a refund of {asked}: this "
+            "service already refunded 60.00 GBP of its 100.00 GBP, so at most 40.00 GBP is "
+            "left; ask for at most that."
+        )
         assert caught.value.status_code == 0
         assert_no_secrets(caught.value)
     check = await adapter.check_refundable(
@@ -358,6 +369,9 @@ async def test_check_refundable_unknown_payment_and_wrong_account(mews: Harness)
     with pytest.raises(NotFoundError) as missing:
         await adapter.check_refundable(request_for(unknown))
     assert missing.value.status_code == 0
+    assert missing.value.message == (
+        f"Mews does not know payment {unknown['payment_id']}: check the payment id."
+    )
     assert_no_secrets(missing.value)
     other_account = {
         **seeded(Scenario.SUCCEEDS),

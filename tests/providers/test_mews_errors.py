@@ -133,7 +133,11 @@ async def test_status_ladder(
     assert err.outcome_unknown is unknown
     assert err.request_id == "hdr-1"
     assert err.retry_after == retry_after
-    assert message in err.message
+    # The operator's sentence first, then Mews' own words once, with status and request id.
+    assert err.message.startswith("Mews ")
+    assert err.detail == message
+    assert str(err).endswith(f" Mews said (HTTP {status}, request id hdr-1): {message}")
+    assert str(err).count(message) == 1
     assert err.provider == "mews"
     assert_no_secrets(err)
     await adapter.aclose()
@@ -220,7 +224,8 @@ async def test_non_json_error_body_keeps_status_and_text() -> None:
     adapter = make_adapter(handler)
     with pytest.raises(ServerError) as caught:
         await adapter.submit(make_request())
-    assert "upstream down" in caught.value.message
+    assert "upstream down" in (caught.value.detail or "")
+    assert "Mews said (HTTP 502): Bad Gateway: <html>upstream down</html>." in str(caught.value)
     assert caught.value.request_id is None
     assert caught.value.body is None
     await adapter.aclose()
@@ -236,7 +241,8 @@ async def test_provider_text_echoing_credentials_is_redacted() -> None:
     adapter = make_adapter(handler)
     with pytest.raises(AuthenticationError) as caught:
         await adapter.submit(make_request())
-    assert "***" in caught.value.message
+    assert "***" in (caught.value.detail or "")
+    assert "***" in str(caught.value)
     assert_no_secrets(caught.value)
     await adapter.aclose()
 

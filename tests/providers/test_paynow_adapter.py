@@ -21,6 +21,7 @@ from providers.errors import (
     AuthenticationError,
     InvalidRequestError,
     NotFoundError,
+    PaymentNotRefundableError,
     ProviderConnectError,
     ProviderStatusError,
     RateLimitedError,
@@ -276,8 +277,9 @@ async def test_cancel_undocumented_refusals_end_the_attempt(
     assert not error.retryable
     assert error.status_code == status
     assert error.provider_code == error_type
+    assert error.message.startswith(f"Paynow cannot cancel refund {REFUND_ID}")
     if error_type:
-        assert "Paynow says no" in error.message
+        assert f"Paynow said (HTTP {status}): {error_type}: Paynow says no." in str(error)
     assert len(seen) == 1  # the adapter never retries by itself
 
 
@@ -330,6 +332,24 @@ async def test_check_refundable_reports_the_payment_state() -> None:
     assert (check.amount_minor, check.currency) == (1234, "PLN")
     assert check.refundable_minor is None
     assert check.raw_payment_state == "CONFIRMED"
+
+
+async def test_a_payment_not_confirmed_is_refused_in_the_operators_terms() -> None:
+    """Before: "paynow HTTP 200 PENDING: check_refundable: payment ... is PENDING; ...": a
+    200 answer read as an HTTP error, the state twice and the call's internal name."""
+    answer = httpx.Response(
+        200, json={"paymentId": PAYMENT_ID, "status": "PENDING"}, headers={"X-Request-Id": "q-9"}
+    )
+    adapter = _adapter(lambda _: answer)
+    with pytest.raises(PaymentNotRefundableError) as caught:
+        await adapter.check_refundable(_request())
+    assert str(caught.value) == (
+        f"Paynow cannot refund payment {PAYMENT_ID}: only a confirmed payment can be "
+        "refunded; if it is still being paid, start the refund again once Paynow confirms "
+        "it. Paynow said (request id q-9): payment status PENDING."
+    )
+    assert caught.value.provider_code == "PENDING"
+    assert not caught.value.retryable
 
 
 async def test_find_refunds_is_empty_without_calling_paynow() -> None:
@@ -447,7 +467,7 @@ def test_a_good_request_passes() -> None:
 def test_refusals_say_why(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidRequestError, match=re.escape(message)) as caught:
         check_paynow_request(_request(**changes))
-    assert str(caught.value).startswith("paynow: refund request refused before sending")
+    assert str(caught.value).startswith("refund request refused before sending anything to Paynow")
 
 
 def test_transfer_limits_are_checked_even_past_the_model() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from core.models import ProviderName, RefundRequest
 from providers.errors import (
     AmountExceedsRefundableError,
     AuthenticationError,
@@ -26,7 +27,7 @@ from providers.errors import (
     RequestTimeoutError,
     ServerError,
 )
-from providers.paynow.adapter import error_from_response
+from providers.paynow.adapter import error_from_response, subject
 
 API_KEY = "97a55694-5478-43b5-b406-fb49ebfdd2b5"
 SIGNATURE_KEY = "b305b996-bca5-4404-a0b7-2ccea3d2b64b"
@@ -279,8 +280,10 @@ def test_status_ladder(row: Row) -> None:
     assert error.retryable is row.retryable
     assert error.outcome_unknown is row.outcome_unknown
     assert error.provider == "paynow"
-    assert str(error).startswith(f"paynow HTTP {row.status}")
-    assert row.operation in error.message
+    # The operator's sentence names the provider; its words follow once, with the status.
+    assert error.message.startswith("Paynow ")
+    assert f" Paynow said (HTTP {row.status}): " in str(error)
+    assert f"HTTP {row.status}" not in error.message
     if row.expected_retry_after is None:
         assert error.retry_after is None
     else:
@@ -336,14 +339,93 @@ def test_message_carries_the_provider_text() -> None:
         _response(400, _body(400, "VALIDATION_ERROR", "amount: must be positive")),
         operation="submit",
     )
-    assert error.message == "submit: VALIDATION_ERROR: amount: must be positive"
+    assert error.detail == "VALIDATION_ERROR: amount: must be positive"
+    assert str(error) == (
+        "Paynow found the refund of the whole payment invalid: correct what it names below; "
+        "sending it again unchanged will not help. Paynow said (HTTP 400): VALIDATION_ERROR: "
+        "amount: must be positive."
+    )
     assert error.body == _body(400, "VALIDATION_ERROR", "amount: must be positive")
 
 
 def test_message_falls_back_to_the_reason_phrase() -> None:
     error = error_from_response(_response(502, "<html>Bad gateway</html>"), operation="submit")
-    assert error.message == "submit: Bad Gateway"
+    assert error.detail == "Bad Gateway"
+    assert str(error).endswith(" Paynow said (HTTP 502): Bad Gateway.")
     assert error.body is None
+
+
+def test_not_found_names_the_payment_and_keeps_the_code_once() -> None:
+    """Before: "paynow HTTP 404 NOT_FOUND: check_refundable: NOT_FOUND: Payment ..."."""
+    about = subject("check_refundable", _paynow_request())
+    error = error_from_response(
+        _response(404, _body(404, "NOT_FOUND", "Payment NOLV-8F9-08K-WGD not found")),
+        operation="check_refundable",
+        about=about,
+    )
+    assert isinstance(error, NotFoundError)
+    assert str(error) == (
+        "Paynow does not know payment NOLV-8F9-08K-WGD: check the payment id. Paynow said "
+        "(HTTP 404): NOT_FOUND: Payment NOLV-8F9-08K-WGD not found."
+    )
+    assert str(error).count("NOT_FOUND") == 1
+    assert "check_refundable" not in str(error)
+
+
+def test_over_refund_states_the_amount_in_major_units() -> None:
+    """Before: the provider's minor units only ("9000 ... of 10000 PLN")."""
+    words = "amount: 9000 is more than the 5000 left to refund of 10000 PLN"
+    error = error_from_response(
+        _response(400, _body(400, "REFUND_AMOUNT_TOO_LARGE", words), {"X-Request-Id": "q-1"}),
+        operation="submit",
+        about=subject("submit", _paynow_request()),
+    )
+    assert isinstance(error, AmountExceedsRefundableError)
+    assert str(error) == (
+        "Paynow refused the refund of 90.00 PLN on payment NOLV-8F9-08K-WGD: it is more than "
+        "is left to refund on the payment; check the payment's earlier refunds and ask for at "
+        "most what is left. Paynow said (HTTP 400, request id q-1): REFUND_AMOUNT_TOO_LARGE: "
+        f"{words}."
+    )
+
+
+def test_rate_limited_says_when_it_is_tried_again() -> None:
+    error = error_from_response(
+        _response(429, _body(429, "TOO_MANY_REQUESTS", "slow down"), {"Retry-After": "30"}),
+        operation="get_refund",
+        about=subject("get_refund", _paynow_request(), "R1"),
+    )
+    assert isinstance(error, RateLimitedError)
+    assert str(error) == (
+        "Paynow is limiting how often we call it (the status read of refund R1): it is tried "
+        "again after the 30 s it asked for. Paynow said (HTTP 429): TOO_MANY_REQUESTS: "
+        "slow down."
+    )
+
+
+def test_server_error_says_it_is_tried_again() -> None:
+    error = error_from_response(
+        _response(503, _body(503, "SYSTEM_TEMPORARILY_UNAVAILABLE", "Try again later")),
+        operation="submit",
+        about=subject("submit", _paynow_request()),
+    )
+    assert isinstance(error, ServerError)
+    assert str(error) == (
+        "Paynow failed with a server error on the refund of 90.00 PLN on payment "
+        "NOLV-8F9-08K-WGD: it is tried again automatically; nothing to do unless it lasts. "
+        "Paynow said (HTTP 503): SYSTEM_TEMPORARILY_UNAVAILABLE: Try again later."
+    )
+
+
+def _paynow_request() -> RefundRequest:
+    return RefundRequest(
+        idempotency_key="k-1",
+        provider=ProviderName.PAYNOW,
+        payment_id="NOLV-8F9-08K-WGD",
+        amount_minor=9000,
+        currency="PLN",
+        reason="customer asked",
+    )
 
 
 @pytest.mark.parametrize(
@@ -369,8 +451,9 @@ def test_echoed_credentials_and_signature_are_redacted() -> None:
         secrets=[API_KEY, SIGNATURE_KEY],
     )
     assert isinstance(error, AuthenticationError)
-    for text in (str(error), repr(error), error.message, repr(error.body)):
+    for text in (str(error), repr(error), error.detail or "", repr(error.body)):
         assert API_KEY not in text
         assert SIGNATURE_KEY not in text
         assert SENT_SIGNATURE not in text
-    assert "***" in error.message
+    assert "***" in (error.detail or "")
+    assert "***" in str(error)
