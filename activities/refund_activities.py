@@ -29,7 +29,7 @@ from activities.models import (
 from activities.telemetry import observed
 from core.models import RefundRequest
 from providers.base import RefundProvider
-from providers.errors import ProviderError, RefundNotCancellableError
+from providers.errors import ProviderError, RefundNotCancellableError, provider_title
 from providers.registry import ProviderDirectory, ProviderNotConfiguredError
 
 
@@ -127,7 +127,10 @@ class RefundActivities:
             except RefundNotCancellableError as err:
                 return CancelAtProviderResult(canceled=False, note=str(err))
         return CancelAtProviderResult(
-            canceled=True, refund=refund, note=f"canceled at {provider.name.value}"
+            canceled=True,
+            refund=refund,
+            note=f"{provider_title(provider.name.value)} took the cancel of refund "
+            f"{params.refund_id}.",
         )
 
     @activity.defn(name="find_submitted_refunds")

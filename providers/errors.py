@@ -151,10 +151,7 @@ def operator_sentence(
             f"check the payment at {p}."
         )
     if issubclass(kind, RefundNotCancellableError):
-        return (
-            f"{p} cannot cancel {about.refund}: it is too late or {p} does not allow it; "
-            "the refund is watched until its final status."
-        )
+        return f"{p} cannot cancel {about.refund}: it is too late, or {p} does not allow it."
     if issubclass(kind, NotFoundError):
         if about.step in (Step.STATUS, Step.CANCEL):
             return (

@@ -85,6 +85,7 @@ with workflow.unsafe.imports_passed_through():
         ResolveAction,
     )
     from core.money import describe_amount, format_minor
+    from providers.errors import provider_title
     from telemetry.metrics import record_refund_finished, record_refund_started
     from workflows.models import (
         CancelAnswer,
@@ -523,9 +524,7 @@ class RefundWorkflow:
         while True:
             cycle += 1
             if not self._v2 and cycle > 3:
-                self._flag_attention(
-                    "the provider's answer to the refund call was lost three times"
-                )
+                self._flag_attention(f"{self._p}'s answer to the refund call was lost three times")
                 return None
             if not resumed or self._submitted_at is None:
                 # A resumed submit follows a call that may have sent: the lookup window
@@ -638,7 +637,8 @@ class RefundWorkflow:
             )
             if isinstance(found, _Final):
                 self._flag_attention(
-                    f"could not look up what the lost answer made: {found.error.message}",
+                    f"The refund call's answer was lost and we could not look up at {self._p} "
+                    f"what it made. {found.error.message}",
                     RESOLVE_HINT,
                 )
                 return _Lookup.UNRESOLVED
@@ -656,9 +656,11 @@ class RefundWorkflow:
             if len(matches) > 1:
                 ids = tuple(r.refund_id for r in matches)
                 self._possible_refunds = tuple(dict.fromkeys(self._possible_refunds + ids))
+                amount = format_minor(expected, validated.currency)
                 self._flag_attention(
-                    f"answer lost and {len(matches)} refunds of this amount exist "
-                    f"({', '.join(ids)}); an operator must decide which one is this refund",
+                    f"The refund call's answer was lost and {len(matches)} refunds of this "
+                    f"amount exist at {self._p} ({amount}: {', '.join(ids)}): an operator must "
+                    "decide which one is this refund.",
                     RESOLVE_HINT,
                 )
                 return _Lookup.UNRESOLVED
@@ -788,7 +790,11 @@ class RefundWorkflow:
         refund_id = self._require_refund().refund_id
         polled = await self._poll("status", refund_id, f"check refund {refund_id}")
         if isinstance(polled, _Final):
-            self._flag_attention(f"status check refused: {polled.error.message}", WATCH_HINT)
+            self._flag_attention(
+                f"{self._p} refuses the status checks of refund {refund_id}. "
+                f"{polled.error.message}",
+                WATCH_HINT,
+            )
             if self._v2:
                 # Refused checks back off and move toward continue-as-new like any other.
                 self._checks += 1
@@ -827,7 +833,7 @@ class RefundWorkflow:
         elif isinstance(answer, _BudgetSpent):
             result = CancelAtProviderResult(
                 canceled=False,
-                note=f"the provider did not answer the cancel ({self._status.last_error})",
+                note=f"{self._p} did not answer the cancel in time. {self._status.last_error}",
             )
         else:
             result = answer
@@ -845,15 +851,19 @@ class RefundWorkflow:
             )
             if still_live is not None and not self._status.is_final:
                 self._status.cancel_note = (
-                    f"the provider took the cancel but shows the refund as "
-                    f"{still_live.raw_status}; watching until final"
+                    f"{self._p} took the cancel but still shows the refund as "
+                    f"{still_live.raw_status}: watching until final."
                 )
                 self._touch()
             elif not self._status.is_final:
-                self._finish(RefundState.CANCELED, f"canceled: {reason}")
+                self._finish(
+                    RefundState.CANCELED,
+                    f"Canceled at {self._p} ({reason}).",
+                )
         else:
             self._status.cancel_note = (
-                f"could not cancel at the provider ({result.note}); watching until final"
+                f"Not canceled at {self._p}; the refund goes on, watching until final. "
+                f"{result.note}"
             )
             self._touch()
 
@@ -884,7 +894,7 @@ class RefundWorkflow:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.non_retryable:
                 return _Final(cause)
-            self._note_error(f"{step}: {_describe(err)}")
+            self._note_error(_describe(err, f"the {_STEP_WORDS.get(step, step)} at {self._p}"))
             self._check_attention()
             return _BudgetSpent()
 
@@ -901,8 +911,13 @@ class RefundWorkflow:
             return False
         self._cancel_handled = True
         reason = self._status.cancel_reason or "canceled by operator"
-        self._status.cancel_note = note or "canceled before submit: the provider was never asked"
-        self._finish(RefundState.CANCELED, f"canceled before submit: {reason}")
+        self._status.cancel_note = note or (
+            f"canceled before submit: {self._p} was never asked for the refund"
+        )
+        self._finish(
+            RefundState.CANCELED,
+            f"Canceled before the refund was sent to {self._p}: nothing was refunded ({reason}).",
+        )
         return True
 
     def _cancel_pending(self) -> bool:
@@ -928,25 +943,42 @@ class RefundWorkflow:
             ProviderRefundStatus.CANCELED: RefundState.CANCELED,
         }.get(refund.status)
         if outcome is not None:
-            detail = f": {refund.failure_reason}" if refund.failure_reason else ""
-            message = f"provider status {refund.raw_status}{detail}"
-            if outcome is RefundState.SUCCEEDED and self._v2:
-                message += self._unconfirmed_money_note()
-            self._finish(outcome, message)
+            self._finish(outcome, self._outcome_message(outcome, refund))
         elif self._status.state is not RefundState.NEEDS_ATTENTION:
             self._set_state(RefundState.PENDING)
         else:
             self._touch()
 
+    def _outcome_message(self, outcome: RefundState, refund: ProviderRefund) -> str:
+        """The final sentence for the provider's final status: what happened, at which
+        provider, what to do; the provider's status (and reason) kept once."""
+        s = self._status
+        what = (
+            f"the refund of {describe_amount(s.amount_minor, s.currency)} on payment {s.payment_id}"
+        )
+        said = refund.raw_status + (f": {refund.failure_reason}" if refund.failure_reason else "")
+        if outcome is RefundState.SUCCEEDED:
+            note = self._unconfirmed_money_note() if self._v2 else ""
+            return f"{self._p} made {what} ({self._p} status {said}){note}."
+        if outcome is RefundState.FAILED:
+            return (
+                f"{self._p} reports that {what} failed ({self._p} status {said}): check the "
+                f"payment at {self._p}, and start a new refund if it is still owed."
+            )
+        return f"{self._p} canceled {what} ({self._p} status {said})."
+
     def _unconfirmed_money_note(self) -> str:
         s = self._status
         if s.confirmed_amount_minor is None:
-            return "; the provider did not state the amount refunded"
+            return f"; {self._p} did not state the amount refunded"
         if s.confirmed_currency is None:
             return (
-                "; the provider does not state a refund's currency (its refunds are in the "
+                f"; {self._p} does not state a refund's currency (its refunds are in the "
                 "payment's currency)"
             )
+        if (s.confirmed_amount_minor, s.confirmed_currency) != (s.amount_minor, s.currency):
+            confirmed = format_minor(s.confirmed_amount_minor, s.confirmed_currency)
+            return f"; {self._p} confirmed {confirmed}"
         return ""
 
     def _check_attention(self) -> None:
@@ -963,9 +995,14 @@ class RefundWorkflow:
             )
         if now >= deadline:
             hours = (now - started).total_seconds() / 3600
-            where = self._status.provider_status or self._status.state.value
+            status = self._status.provider_status
+            where = (
+                f"{self._p} last showed it as {status}"
+                if status
+                else f"it is still {self._status.state.value} (see the last error)"
+            )
             hint = WATCH_HINT if self._refund is not None else None
-            self._flag_attention(f"not final after {hours:.1f} h (last known: {where})", hint)
+            self._flag_attention(f"The refund is not final after {hours:.1f} h: {where}.", hint)
 
     def _flag_attention(self, reason: str, actions: str | None = None) -> None:
         self._status.attention_reason = reason
@@ -1109,6 +1146,11 @@ class RefundWorkflow:
         )
         return "\n\n".join(lines)
 
+    @property
+    def _p(self) -> str:
+        """The provider as people write it (``Paynow``)."""
+        return provider_title(self._request.provider.value)
+
     def _money(self, refund: ProviderRefund) -> str:
         if refund.amount_minor is not None and refund.currency:
             return format_minor(refund.amount_minor, refund.currency)
@@ -1137,14 +1179,29 @@ def _refusal(message: str) -> ApplicationError:
     return ApplicationError(message, type="ResolutionRefused", non_retryable=True)
 
 
-def _describe(err: BaseException) -> str:
-    """The innermost message of a failure chain (the provider's words, credential-free)."""
+# A workflow step as people say it, in "the ... at Paynow".
+_STEP_WORDS = {
+    "validate": "check of the payment",
+    "submit": "refund call",
+    "status": "status check",
+    "cancel": "cancel",
+    "reconcile": "lookup of the refund whose answer was lost",
+    "adopt check": "check of the refund to adopt",
+}
+
+
+def _describe(err: BaseException, call: str) -> str:
+    """The innermost message of a failure chain: the provider error's sentence and words
+    (credential-free), or, for a call that timed out, a sentence saying so."""
     messages: list[str] = []
     current: BaseException | None = err
     while current is not None:
         if isinstance(current, ActivityTimeoutError):
             kind = current.type.name.lower() if current.type else "timeout"
-            messages.append(f"timed out ({kind})")
+            messages.append(
+                f"No answer in time to {call} (timeout: {kind}): it is tried again "
+                "automatically; nothing to do unless it lasts."
+            )
         elif isinstance(current, ApplicationError):
             messages.append(current.message)
         current = current.__cause__

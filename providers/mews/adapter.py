@@ -472,8 +472,7 @@ class MewsAdapter:
     async def cancel(self, request: RefundRequest, refund_id: str) -> ProviderRefund:
         """Mews has no way to cancel a refund: always refused, nothing is sent."""
         raise RefundNotCancellableError(
-            f"Mews has no refund cancellation, so refund {refund_id} cannot be cancelled: "
-            "it is watched until its final status.",
+            f"Mews has no refund cancellation, so refund {refund_id} cannot be canceled.",
             provider=PROVIDER,
             status_code=ADAPTER_VERDICT,
             about=subject("cancel", request, refund_id),

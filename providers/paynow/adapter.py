@@ -468,8 +468,7 @@ class PaynowAdapter:
         if response.status_code != 200:
             raise RefundNotCancellableError(
                 f"Paynow gave an answer it does not document to the cancel of refund "
-                f"{refund_id}: the refund's status will tell whether it was cancelled, "
-                "and it is watched until final.",
+                f"{refund_id}: the refund's status will tell whether it was canceled.",
                 provider=PROVIDER,
                 status_code=response.status_code,
                 request_id=_request_id(response),

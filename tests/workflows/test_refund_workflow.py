@@ -426,3 +426,108 @@ async def test_same_key_twice_gives_one_workflow_and_another_amount_is_refused(
             await client.start(request.model_copy(update={"amount_minor": 999}))
     assert result.state is RefundState.SUCCEEDED
     assert fake.count("submit") == 1
+
+
+# --- messages for people: one sentence, the provider named, amounts in major units -------------
+
+
+async def test_success_message_names_provider_amount_and_payment(env: WorkflowEnvironment) -> None:
+    """Before: "provider status SUCCESSFUL; the provider did not state the amount refunded"."""
+    fake = FakeProvider(poll_step=lambda n, _: refund(SUCCEEDED))
+    request = paynow_request(amount=9000)
+    async with harness(env, fake) as h:
+        result = await h.run(request)
+    assert result.state is RefundState.SUCCEEDED
+    assert result.message == (
+        f"Paynow made the refund of 90.00 PLN on payment {request.payment_id} (Paynow status "
+        "SUCCESSFUL); Paynow did not state the amount refunded."
+    )
+
+
+async def test_failure_message_says_what_to_do(env: WorkflowEnvironment) -> None:
+    """Before: "provider status FAILED: CARD_BALANCE_ERROR"."""
+    fake = FakeProvider(
+        poll_step=lambda n, _: refund(
+            ProviderRefundStatus.FAILED, failure_reason="CARD_BALANCE_ERROR"
+        )
+    )
+    request = paynow_request(amount=1234)
+    async with harness(env, fake) as h:
+        result = await h.run(request)
+    assert result.state is RefundState.FAILED
+    assert result.message == (
+        f"Paynow reports that the refund of 12.34 PLN on payment {request.payment_id} failed "
+        "(Paynow status FAILED: CARD_BALANCE_ERROR): check the payment at Paynow, and start a "
+        "new refund if it is still owed."
+    )
+
+
+async def test_attention_reason_says_how_long_and_where(env: WorkflowEnvironment) -> None:
+    """Before: "not final after 0.1 h (last known: PENDING)"."""
+    fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n <= 5 else SUCCEEDED))
+    options = RefundOptions(poll_initial_s=60, poll_max_s=60, attention_after_s=150)
+    async with harness(env, fake) as h:
+        result = await h.run(paynow_request(), options)
+    assert result.attention_reason is not None
+    assert result.attention_reason.startswith("The refund is not final after ")
+    assert result.attention_reason.endswith(" h: Paynow last showed it as PENDING.")
+
+
+async def test_cancel_before_submit_says_nothing_was_refunded(env: WorkflowEnvironment) -> None:
+    fake = FakeProvider()
+    async with harness(env, fake) as h:
+        handle = await h.start(mews_request(), cancel_first="duplicate")
+        result = await handle.result()
+    assert result.message == (
+        "Canceled before the refund was sent to Mews: nothing was refunded (duplicate)."
+    )
+    assert result.cancel_note == "canceled before submit: Mews was never asked for the refund"
+
+
+async def test_cancel_refused_note_says_the_refund_goes_on(env: WorkflowEnvironment) -> None:
+    note = "Mews has no refund cancellation, so refund R-1 cannot be canceled."
+    fake = FakeProvider(
+        poll_step=lambda n, _: refund(PENDING if n < 4 else SUCCEEDED),
+        cancel_step=lambda n, _: CancelAtProviderResult(canceled=False, note=note),
+    )
+    async with harness(env, fake) as h:
+        handle = await h.start(mews_request())
+        await wait_for(handle, lambda s: s.state is RefundState.PENDING)
+        await handle.signal(RefundWorkflow.cancel, CancelRequest(reason="please stop"))
+        result = await handle.result()
+    assert result.cancel_note == (
+        f"Not canceled at Mews; the refund goes on, watching until final. {note}"
+    )
+
+
+async def test_last_error_is_the_provider_errors_text_without_step_prefix(
+    env: WorkflowEnvironment,
+) -> None:
+    """Before: "submit: paynow HTTP 503: submit: down"."""
+    text = "Paynow failed with a server error on the refund. Paynow said (HTTP 503): down."
+    start: list[Any] = []
+
+    def submit(_: int, info: activity.Info) -> Any:
+        start.append(info.current_attempt_scheduled_time)
+        if info.current_attempt_scheduled_time - start[0] < timedelta(minutes=12):
+            raise ApplicationError(text, type="ServerError")
+        return None
+
+    fake = FakeProvider(submit_step=submit)
+    async with harness(env, fake) as h:
+        result = await h.run(paynow_request())
+    assert result.state is RefundState.SUCCEEDED
+    assert result.last_error == text
+
+
+async def test_attempts_counts_the_check_and_the_refund_call_as_documented(
+    env: WorkflowEnvironment,
+) -> None:
+    """`attempts 2` on a clean success: one check, one refund call, as its description says."""
+    fake = FakeProvider(poll_step=lambda n, _: refund(SUCCEEDED))
+    async with harness(env, fake) as h:
+        result = await h.run(paynow_request())
+    assert result.attempts == 2
+    description = RefundStatus.model_fields["attempts"].description or ""
+    assert "2 on a clean run" in description
+    assert "status checks are not counted" in description
