@@ -253,7 +253,14 @@ class RefundStatus(BaseModel):
     currency: str | None = None
     provider_refund_id: str | None = None
     provider_status: str | None = None
-    attempts: int = 0
+    attempts: int = Field(
+        default=0,
+        description=(
+            "Tries of the payment check plus tries of the refund call that got the "
+            "provider's answer, retries included (status checks are not counted): 2 on a "
+            "clean run, one of each."
+        ),
+    )
     last_error: str | None = None
     message: str | None = None
     next_check_at: datetime | None = None
