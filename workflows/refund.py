@@ -833,7 +833,8 @@ class RefundWorkflow:
         elif isinstance(answer, _BudgetSpent):
             result = CancelAtProviderResult(
                 canceled=False,
-                note=f"{self._p} did not answer the cancel in time. {self._status.last_error}",
+                note=f"{self._p} did not answer the cancel in time. "
+                + (self._status.last_error or ""),
             )
         else:
             result = answer
