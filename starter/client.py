@@ -151,10 +151,7 @@ class RefundClient:
             if existing != request.fingerprint() and existing not in (
                 request.legacy_fingerprints()
             ):
-                raise IdempotencyConflictError(
-                    f"idempotency conflict: key {request.idempotency_key!r} is already used by "
-                    "a different refund request; use a new key for a new refund"
-                ) from None
+                raise IdempotencyConflictError(await self._conflict_message(request)) from None
             return StartedRefund(request.idempotency_key, request.workflow_id, created=False)
         return StartedRefund(request.idempotency_key, request.workflow_id, created=True)
 
@@ -206,7 +203,12 @@ class RefundClient:
         if isinstance(value, str):
             return value
         # Started by another SDK without our memo: read the request from the history.
-        async for event in handle.fetch_history_events():
+        started = await self._request_of(key)
+        return None if started is None else started.fingerprint()
+
+    async def _request_of(self, key: str) -> RefundRequest | None:
+        """The request the refund with this key was started with (its start event)."""
+        async for event in self.handle(key).fetch_history_events():
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
                 payloads = event.workflow_execution_started_event_attributes.input.payloads
                 decoded = await self.client.data_converter.decode(
@@ -214,8 +216,27 @@ class RefundClient:
                 )
                 started = decoded[0]
                 assert isinstance(started, RefundWorkflowInput)
-                return started.request.fingerprint()
+                return started.request
         return None
+
+    async def _conflict_message(self, request: RefundRequest) -> str:
+        """The conflict in a person's terms: which fields of the request differ from the
+        refund already started with the key (the fingerprints decided; this only explains)."""
+        key = request.idempotency_key
+        try:
+            existing = await self._request_of(key)
+        except Exception:  # the explanation is best effort; the conflict stands regardless
+            existing = None
+        fields = [] if existing is None else _differing_fields(existing, request)
+        differs = (
+            f"a refund request that differs in {_join(fields)}"
+            if fields
+            else "a different refund request"
+        )
+        return (
+            f"idempotency conflict: key {key!r} is already used by {differs}; use a new key "
+            "for a new refund (or repeat the first request exactly to attach to it)"
+        )
 
     async def status(self, key: str) -> RefundStatus:
         handle = self.handle(key)
@@ -378,6 +399,22 @@ def options_from_settings(settings: Settings) -> RefundOptions:
         reconcile_settle_s=settings.refunds_reconcile_settle_s,
         reconcile_lookups=settings.refunds_reconcile_lookups,
     )
+
+
+def _differing_fields(existing: RefundRequest, new: RefundRequest) -> list[str]:
+    """The request fields (model names, in model order) whose values differ."""
+    return [
+        name
+        for name in RefundRequest.model_fields
+        if name != "idempotency_key" and getattr(existing, name) != getattr(new, name)
+    ]
+
+
+def _join(names: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    if len(names) < 2:
+        return "".join(names)
+    return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _not_found(err: RPCError, key: str) -> RefundClientError:
