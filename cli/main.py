@@ -2,7 +2,10 @@
 dev stack and the demo. See ``docs/cli.md``.
 
 Exit codes: 0 ok; 1 any other failure; 2 invalid input (arguments, request fields, amounts,
-settings); 3 idempotency conflict; 4 no refund with that key. Errors are one line on stderr.
+keys, settings); 3 idempotency conflict; 4 no refund with that key; under `--wait`, 5 the refund
+ended FAILED, CANCELED or REJECTED and 6 it needs attention; 7 Temporal unreachable; 130
+interrupted (:data:`cli.runner.EXIT_CODES_HELP`). Errors are one line on stderr, starting
+``refunds: error:``; with ``--json`` also one JSON document on stdout.
 
 The commands live one group per module (:mod:`cli.refunds`, :mod:`cli.serve`,
 :mod:`cli.dev`) over :mod:`cli.runner`, which all of them share.
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from cli import dev, refunds, runner, serve
-from cli.runner import PROG, Parser
+from cli.runner import EXIT_CODES_HELP, PROG, Parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,10 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Durable, exactly-once payment refunds on Temporal (Mews, Paynow).",
         epilog=(
-            "exit codes: 0 ok, 1 other failure, 2 invalid input, 3 idempotency conflict, "
-            "4 refund not found. Settings come from the environment or .env "
-            "(TEMPORAL_ADDRESS, ...)."
+            f"{EXIT_CODES_HELP}\n\n"
+            "Values are case-insensitive (--currency pln, --state rejected, --provider MEWS).\n"
+            "Settings come from the environment or .env (TEMPORAL_ADDRESS, ...)."
         ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     refunds.register(commands)

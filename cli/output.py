@@ -47,6 +47,11 @@ def render_table(
     return "\n".join(out)
 
 
+def count(n: int, noun: str) -> str:
+    """``1 refund``, ``2 refunds``, ``0 lines``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def render_pairs(pairs: Iterable[tuple[str, object]], *, indent: str = "") -> str:
     """``label  value`` lines with the labels padded to one width; ``None`` values skipped."""
     kept = [(label, _cell(value)) for label, value in pairs if value is not None]

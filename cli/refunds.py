@@ -4,36 +4,60 @@ through :class:`starter.client.RefundClient`."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import TypeAdapter, ValidationError
+
 from cli import batch, output, runner
 from cli.requests import CLOSE_AS, build_request, build_resolution, traceparent_of
-from cli.runner import EXIT_OK, PROG, Commands, InputError, positive_int
-from core.models import FINAL_STATES, ProviderName, ReasonCode, RefundState
+from cli.runner import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    PROG,
+    Commands,
+    InputError,
+    lower,
+    positive_int,
+    upper,
+)
+from cli.waiting import outcome_code, wait_for_outcome
+from core.models import FINAL_STATES, IdempotencyKey, ProviderName, ReasonCode, RefundState
 from providers.registry import check_request
-from starter.client import summary_line
+from starter.client import RefundClient, summary_line
 
 
 def register(commands: Commands) -> None:
     start = commands.add_parser(
         "start",
         help="start a refund (or attach to the identical one with the same key)",
-        description=(
+        description=textwrap.fill(
             "Start a refund. The key makes it idempotent: the same key and the same request "
             "attach to the existing refund; the same key with any difference is a conflict "
-            "(exit 3). Amounts are in major units as people write them (12.34 PLN)."
+            "(exit 3). Amounts are in major units as people write them (12.34 PLN). With "
+            "--wait the exit code says the outcome: 0 SUCCEEDED, 5 ended otherwise, 6 needs "
+            "attention.",
+            width=79,
         ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    start.add_argument("--provider", required=True, choices=[p.value for p in ProviderName])
+    start.add_argument(
+        "--provider", required=True, type=lower, choices=[p.value for p in ProviderName]
+    )
     start.add_argument("--payment-id", required=True, help="the provider's payment id")
     start.add_argument("--account-id", help="Mews: the account (customer) that paid")
     start.add_argument("--enterprise-id", help="Mews: the enterprise (Portfolio tokens only)")
     start.add_argument("--amount", help="amount in major units, e.g. 12.34; absent = whole")
     start.add_argument("--currency", help="ISO 4217 code of --amount, e.g. PLN")
     start.add_argument("--reason", required=True, help="why (shown to the provider)")
-    start.add_argument("--reason-code", choices=[r.value for r in ReasonCode], help="Paynow")
+    start.add_argument(
+        "--reason-code", type=upper, choices=[r.value for r in ReasonCode], help="Paynow"
+    )
     start.add_argument(
         "--transfer",
         action="append",
@@ -46,20 +70,24 @@ def register(commands: Commands) -> None:
     start.add_argument(
         "--meta", action="append", default=[], metavar="K=V", help="metadata (repeatable)"
     )
-    start.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
+    start.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the outcome (final, or NEEDS_ATTENTION) and print it; see exit codes",
+    )
     _json_argument(start)
     _traceparent_argument(start)
     start.set_defaults(handler=cmd_start, traced=True)
 
     status = commands.add_parser("status", help="show a refund's status")
-    status.add_argument("key")
+    status.add_argument("key", type=refund_key)
     _json_argument(status)
     status.set_defaults(handler=cmd_status, traced=True)
 
     cancel = commands.add_parser(
         "cancel", help="ask a refund to cancel (before submit, or while the provider allows)"
     )
-    cancel.add_argument("key")
+    cancel.add_argument("key", type=refund_key)
     cancel.add_argument("--reason", required=True)
     _json_argument(cancel)
     cancel.set_defaults(handler=cmd_cancel, traced=True)
@@ -77,7 +105,7 @@ def register(commands: Commands) -> None:
             "recorded in the status. A refusal changes nothing (exit 1)."
         ),
     )
-    resolve.add_argument("key")
+    resolve.add_argument("key", type=refund_key)
     decision = resolve.add_mutually_exclusive_group(required=True)
     decision.add_argument(
         "--adopt", metavar="REFUND_ID", help="the provider refund that is this refund's"
@@ -86,7 +114,7 @@ def register(commands: Commands) -> None:
         "--resend", action="store_true", help="no refund was made: look once more, then send"
     )
     decision.add_argument(
-        "--close", choices=list(CLOSE_AS), help="end the refund as FAILED or CANCELED"
+        "--close", type=lower, choices=list(CLOSE_AS), help="end the refund as FAILED or CANCELED"
     )
     resolve.add_argument("--reason", required=True, help="why (recorded with the decision)")
     resolve.add_argument("--by", help="who decides (default: $USER, else 'operator')")
@@ -94,8 +122,8 @@ def register(commands: Commands) -> None:
     resolve.set_defaults(handler=cmd_resolve, traced=True)
 
     listing = commands.add_parser("list", help="list refunds, newest first")
-    listing.add_argument("--state", choices=[s.value for s in RefundState])
-    listing.add_argument("--provider", choices=[p.value for p in ProviderName])
+    listing.add_argument("--state", type=upper, choices=[s.value for s in RefundState])
+    listing.add_argument("--provider", type=lower, choices=[p.value for p in ProviderName])
     listing.add_argument("--limit", type=positive_int, default=50)
     _json_argument(listing)
     listing.set_defaults(handler=cmd_list, traced=True)
@@ -106,8 +134,11 @@ def register(commands: Commands) -> None:
         description=(
             "Start one refund per line of FILE (JSON Lines, the RefundRequest field names; "
             "'-' reads stdin). Invalid lines are reported by number and nothing is started "
-            "for them. Exit 0 when every line started or attached, else 1 (errors), "
-            "3 (conflicts) or 2 (invalid lines), in that order."
+            "for them. The worst line decides the exit code: 1 (errors), 3 (conflicts), "
+            "2 (invalid lines), then with --wait 6 (a refund needs attention) and 5 (a refund "
+            "ended FAILED, CANCELED or REJECTED); 0 when every line started or attached (and, "
+            "with --wait, every refund SUCCEEDED). On a terminal the progress is one line "
+            "with counts and elapsed time."
         ),
     )
     many.add_argument("file")
@@ -116,6 +147,20 @@ def register(commands: Commands) -> None:
     many.add_argument("--json", action="store_true", help="print JSON (progress to stderr)")
     _traceparent_argument(many)
     many.set_defaults(handler=cmd_batch, traced=True)
+
+
+_KEY = TypeAdapter(IdempotencyKey)
+
+
+def refund_key(text: str) -> str:
+    """KEY of `status`, `cancel` and `resolve`: a key `start` could have been given (exit 2
+    otherwise, before any connection)."""
+    try:
+        return _KEY.validate_python(text)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a refund key (1-45 of A-Z a-z 0-9 . _ : -)"
+        ) from None
 
 
 def _json_argument(parser: argparse.ArgumentParser) -> None:
@@ -148,7 +193,7 @@ async def cmd_start(args: argparse.Namespace) -> int:
     if args.wait:
         if not args.json:
             print("waiting for the outcome...", flush=True)
-        status = await client.wait(request.idempotency_key)
+        status = await wait_for_outcome(client, request.idempotency_key)
     if args.json:
         answer: dict[str, Any] = {
             "key": started.key,
@@ -160,7 +205,7 @@ async def cmd_start(args: argparse.Namespace) -> int:
         print(output.to_json(answer))
     elif status is not None:
         print(output.render_status(status))
-    return EXIT_OK
+    return EXIT_OK if status is None else outcome_code(status)
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -208,8 +253,33 @@ async def cmd_list(args: argparse.Namespace) -> int:
     rows = [[i.key, i.state, i.provider, i.payment_id, i.amount, i.started_at] for i in items]
     headers = ["KEY", "STATE", "PROVIDER", "PAYMENT", "AMOUNT", "STARTED"]
     print(output.render_table(headers, rows, right=[4]))
-    print(f"\n{len(items)} refund(s)")
+    print(f"\n{output.count(len(items), 'refund')}")
     return EXIT_OK
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal that can redraw a line (not ``TERM=dumb``)."""
+    try:
+        return stream.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+async def _run_batch(
+    args: argparse.Namespace,
+    client: RefundClient | None,
+    lines: list[batch.BatchLine],
+    progress: batch.BatchProgress,
+    traceparent: str | None,
+) -> list[batch.BatchResult]:
+    return await batch.run_batch(
+        client,
+        lines,
+        concurrency=args.concurrency,
+        wait=args.wait,
+        progress=progress,
+        traceparent=traceparent,
+    )
 
 
 def _read_source(file: str) -> str:
@@ -226,18 +296,22 @@ async def cmd_batch(args: argparse.Namespace) -> int:
     # With no valid line there is nothing to start: report without a server.
     settings = runner.load_settings() if any(line.request for line in lines) else None
     progress_to: TextIO = sys.stderr if args.json else sys.stdout
+    client = await runner.connect(settings) if settings is not None else None
+    if _is_terminal(progress_to):
+        shown = batch.TerminalProgress(progress_to, len(lines), wait=args.wait)
+        ticker = asyncio.ensure_future(shown.ticking())
+        try:
+            results = await _run_batch(args, client, lines, shown, traceparent)
+        finally:
+            ticker.cancel()
+            shown.close()
+    else:
 
-    def progress(line: str) -> None:
-        print(line, file=progress_to, flush=True)
+        def write(line: str) -> None:
+            print(line, file=progress_to, flush=True)
 
-    results = await batch.run_batch(
-        await runner.connect(settings) if settings is not None else None,
-        lines,
-        concurrency=args.concurrency,
-        wait=args.wait,
-        progress=progress,
-        traceparent=traceparent,
-    )
+        plain = batch.PlainProgress(write, len(lines))
+        results = await _run_batch(args, client, lines, plain, traceparent)
     if args.json:
         print(output.to_json(batch.to_json(results)))
     else:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from cli.runner import InputError, describe_validation
 from core.models import RefundRequest, RefundState, ResolveAction
-from core.money import MoneyError, parse_major
+from core.money import MoneyError, exponent, parse_major
 from telemetry.tracing import parent_context
 from workflows.models import ResolveRequest
 
@@ -77,6 +77,12 @@ def parse_meta(pairs: Sequence[str]) -> dict[str, str]:
 def build_request(args: argparse.Namespace) -> RefundRequest:
     """The request `refunds start` sends; raises InputError / ValidationError (exit 2)."""
     currency = args.currency.strip().upper() if args.currency else None
+    if currency is not None:
+        # An unknown code is the currency's fault, whatever the amount says.
+        try:
+            exponent(currency)
+        except MoneyError as err:
+            raise InputError("--currency", str(err)) from None
     amount_minor: int | None = None
     if args.amount is not None:
         if currency is None:

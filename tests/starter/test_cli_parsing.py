@@ -51,7 +51,6 @@ def test_amount_is_major_units_of_the_currency(text: str, currency: str, minor: 
         ("1e3", "PLN", "not a plain positive number"),
         ("1,000.00", "PLN", "not a plain positive number"),
         ("0", "PLN", "greater than zero"),
-        ("12.34", "XYZ", "unknown or unsupported ISO 4217 currency code 'XYZ'"),
     ],
 )
 def test_inexact_or_odd_amounts_are_refused_naming_the_flag(
@@ -158,5 +157,6 @@ def test_model_rules_still_apply() -> None:
 def test_argparse_errors_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(UsageError) as caught:
         build_parser().parse_args(argv)
-    assert "error:" in str(caught.value)
+    # The runner prints it after the one prefix of every error, `refunds: error: `.
+    assert "error:" not in str(caught.value)
     assert "--help" in str(caught.value)

@@ -115,7 +115,8 @@ def test_usage_errors_exit_2(
 ) -> None:
     assert cli.run(["resolve", "k", *argv]) == 2
     line = one_error_line(capsys)
-    assert line.startswith("refunds resolve: error: ")
+    assert line.startswith("refunds: error: ")
+    assert line.endswith("(see `refunds resolve --help`)")
     assert fragment in line
 
 

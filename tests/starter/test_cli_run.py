@@ -198,7 +198,8 @@ def test_mews_needs_an_account(capsys: pytest.CaptureFixture[str]) -> None:
 def test_argparse_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.run(["start", "--provider", "paynow"]) == 2
     line = one_error_line(capsys)
-    assert line.startswith("refunds start: error: the following arguments are required")
+    assert line.startswith("refunds: error: the following arguments are required")
+    assert line.endswith("(see `refunds start --help`)")
     assert cli.run([]) == 2
     assert "COMMAND" in one_error_line(capsys)
 
