@@ -280,6 +280,7 @@ def test_list_table_and_json(fake: FakeClient, capsys: pytest.CaptureFixture[str
         "STARTED",
     ]
     assert "order-1" in out
+    assert out.splitlines()[-1] == "1 refund", "counts in words, not 'refund(s)'"
     assert cli.run(["list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed[0]["key"] == "order-1"
