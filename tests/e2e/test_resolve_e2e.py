@@ -208,7 +208,7 @@ async def test_adopt_refusals_then_the_refund_made(e2e_clean: E2E, starter: Refu
         await cli(e2e, "resolve", key, "--adopt", unknown, "--reason", "e2e: guess"),
         f"refund {key!r}",
         f"cannot adopt {unknown}",
-        "not found",
+        "does not know",
     )
     other_id = await refund_directly(e2e, other_payment, "3.00")
     refused(
