@@ -66,6 +66,13 @@ def amount(amount_minor: int | None, currency: str | None) -> str:
     return describe_amount(amount_minor, currency)
 
 
+def attempts_line(attempts: int) -> str | None:
+    """What ``attempts`` counts, said next to it (2 on a clean run: one check, one call)."""
+    if not attempts:
+        return None
+    return f"{attempts} (tries of the payment check and the refund call, retries included)"
+
+
 def status_pairs(status: RefundStatus) -> list[tuple[str, object]]:
     """The status fields worth reading, in reading order."""
     return [
@@ -80,7 +87,7 @@ def status_pairs(status: RefundStatus) -> list[tuple[str, object]]:
         ("confirmed", confirmed_money(status)),
         ("split", money_split(status)),
         ("message", status.message),
-        ("attempts", status.attempts or None),
+        ("attempts", attempts_line(status.attempts)),
         ("last error", status.last_error),
         ("attention", status.attention_reason),
         ("what to do", status.attention_actions),
