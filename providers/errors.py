@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from core.models import RefundRequest
 from core.money import describe_amount
 
 
@@ -85,6 +86,31 @@ class Subject:
     account_id: str | None = None
     amount_minor: int | None = None
     currency: str | None = None
+
+    @classmethod
+    def of_call(
+        cls,
+        provider: str,
+        steps: Mapping[str, Step],
+        operation: str,
+        request: RefundRequest | None = None,
+        refund_id: str | None = None,
+    ) -> Subject:
+        """What an adapter's call is about: its step (``steps`` maps the adapter's own call
+        names; an unnamed call is a check) and the request's payment, account, amount and
+        refund."""
+        step = steps.get(operation, Step.CHECK)
+        if request is None:
+            return cls(provider, step, refund_id=refund_id)
+        return cls(
+            provider,
+            step,
+            payment_id=request.payment_id,
+            refund_id=refund_id,
+            account_id=request.account_id,
+            amount_minor=request.amount_minor,
+            currency=request.currency,
+        )
 
     @property
     def title(self) -> str:

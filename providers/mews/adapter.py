@@ -118,18 +118,7 @@ def subject(
     operation: str, request: RefundRequest | None = None, refund_id: str | None = None
 ) -> Subject:
     """What a call is about: its step and the request's payment, account, amount, refund."""
-    step = STEPS.get(operation, Step.CHECK)
-    if request is None:
-        return Subject(PROVIDER, step, refund_id=refund_id)
-    return Subject(
-        PROVIDER,
-        step,
-        payment_id=request.payment_id,
-        refund_id=refund_id,
-        account_id=request.account_id,
-        amount_minor=request.amount_minor,
-        currency=request.currency,
-    )
+    return Subject.of_call(PROVIDER, STEPS, operation, request, refund_id)
 
 
 def status_from_state(state: str) -> ProviderRefundStatus:

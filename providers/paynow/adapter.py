@@ -127,18 +127,9 @@ STEPS: Mapping[str, Step] = {
 def subject(
     operation: str, request: RefundRequest | None = None, refund_id: str | None = None
 ) -> Subject:
-    """What a call is about: its step and the request's payment, amount and refund."""
-    step = STEPS.get(operation, Step.CHECK)
-    if request is None:
-        return Subject(PROVIDER, step, refund_id=refund_id)
-    return Subject(
-        PROVIDER,
-        step,
-        payment_id=request.payment_id,
-        refund_id=refund_id,
-        amount_minor=request.amount_minor,
-        currency=request.currency,
-    )
+    """What a call is about: its step and the request's payment, amount and refund (a
+    Paynow request names no account: `check_request` refuses one before any call)."""
+    return Subject.of_call(PROVIDER, STEPS, operation, request, refund_id)
 
 
 def map_refund_status(raw_status: str) -> ProviderRefundStatus:
