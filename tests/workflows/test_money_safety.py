@@ -467,15 +467,11 @@ async def test_cancel_update_just_before_continue_as_new_is_answered(
     assert result.state is RefundState.SUCCEEDED
 
 
-async def test_failing_polls_still_continue_as_new(env: WorkflowEnvironment) -> None:
-    first: list[datetime] = []
-
-    def poll(_: int, info: activity.Info) -> Any:
-        first.append(info.current_attempt_scheduled_time)
-        if info.current_attempt_scheduled_time - first[0] < timedelta(hours=2, minutes=30):
-            raise ApplicationError("paynow HTTP 503", type="ServerError")
-        return refund(SUCCEEDED)
-
+async def _succeeds_after_continue_as_new(
+    env: WorkflowEnvironment, poll: Callable[[int, activity.Info], Any]
+) -> None:
+    """A Paynow refund with these status checks, 10 checks a run: it ends SUCCEEDED in a
+    later run than its first."""
     fake = FakeProvider(poll_step=poll)
     options = RefundOptions(poll_initial_s=1, poll_max_s=5, checks_per_run=10)
     async with harness(env, fake) as h:
@@ -485,6 +481,18 @@ async def test_failing_polls_still_continue_as_new(env: WorkflowEnvironment) -> 
         latest = await env.client.get_workflow_handle(request.workflow_id).describe()
     assert result.state is RefundState.SUCCEEDED
     assert latest.run_id != handle.first_execution_run_id
+
+
+async def test_failing_polls_still_continue_as_new(env: WorkflowEnvironment) -> None:
+    first: list[datetime] = []
+
+    def poll(_: int, info: activity.Info) -> Any:
+        first.append(info.current_attempt_scheduled_time)
+        if info.current_attempt_scheduled_time - first[0] < timedelta(hours=2, minutes=30):
+            raise ApplicationError("paynow HTTP 503", type="ServerError")
+        return refund(SUCCEEDED)
+
+    await _succeeds_after_continue_as_new(env, poll)
 
 
 async def test_a_cancel_the_provider_never_answers_ends_with_a_note(
@@ -687,15 +695,7 @@ async def test_refused_status_checks_still_continue_as_new(env: WorkflowEnvironm
             raise final_error("paynow: refund not found", "NotFoundError")
         return refund(SUCCEEDED)
 
-    fake = FakeProvider(poll_step=poll)
-    options = RefundOptions(poll_initial_s=1, poll_max_s=5, checks_per_run=10)
-    async with harness(env, fake) as h:
-        request = paynow_request()
-        handle = await h.start(request, options)
-        result = await handle.result()
-        latest = await env.client.get_workflow_handle(request.workflow_id).describe()
-    assert result.state is RefundState.SUCCEEDED
-    assert latest.run_id != handle.first_execution_run_id
+    await _succeeds_after_continue_as_new(env, poll)
 
 
 async def test_adopt_refuses_a_refund_older_than_this_ones_first_send(
