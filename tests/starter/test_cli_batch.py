@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from cli import batch, runner
+from cli import batch
 from cli import main as cli
 from starter.client import IdempotencyConflictError
 from tests.starter.test_cli_run import FakeClient
+from tests.support.cli import refuse_connections, serve
 
 GOOD = {
     "idempotency_key": "b-1",
@@ -24,16 +25,6 @@ GOOD = {
 
 def jsonl(*rows: dict[str, object] | str) -> str:
     return "\n".join(row if isinstance(row, str) else json.dumps(row) for row in rows) + "\n"
-
-
-def serve(monkeypatch: pytest.MonkeyPatch, client: FakeClient) -> FakeClient:
-    """Every command connects to ``client`` instead of Temporal; returns it."""
-
-    async def connect(settings: object) -> FakeClient:
-        return client
-
-    monkeypatch.setattr(runner, "connect", connect)
-    return client
 
 
 def test_lines_are_parsed_and_checked_offline() -> None:
@@ -102,10 +93,7 @@ def test_json_output_and_conflicts(
 def test_only_invalid_lines_need_no_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async def connect(settings: object) -> FakeClient:
-        raise AssertionError("nothing valid: no connection")
-
-    monkeypatch.setattr(runner, "connect", connect)
+    refuse_connections(monkeypatch, "nothing valid: no connection")
     source = tmp_path / "refunds.jsonl"
     source.write_text(jsonl({"provider": "paynow"}))
     assert cli.run(["batch", str(source)]) == 2

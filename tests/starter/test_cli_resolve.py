@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import pytest
 
 from cli import main as cli
-from cli import output, runner
+from cli import output
 from cli.requests import build_resolution
 from core.models import RefundState, RefundStatus, Resolution, ResolveAction
-from core.settings import Settings
-from starter.client import RefundClient, RefundNotFoundError, ResolutionRefusedError
+from starter.client import RefundNotFoundError, ResolutionRefusedError
 from tests.starter.test_cli_run import FakeClient, one_error_line, status_of
+from tests.support.cli import refuse_connections, serve
 from workflows.models import ResolveAnswer, ResolveRequest
 
 AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -36,21 +36,12 @@ class ResolvingClient(FakeClient):
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> ResolvingClient:
-    client = ResolvingClient()
-
-    async def connect(settings: Settings) -> RefundClient:
-        return client
-
-    monkeypatch.setattr(runner, "connect", connect)
-    return client
+    return serve(monkeypatch, ResolvingClient())
 
 
 @pytest.fixture
 def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def connect(settings: Settings) -> RefundClient:
-        raise AssertionError("invalid input must not reach Temporal")
-
-    monkeypatch.setattr(runner, "connect", connect)
+    refuse_connections(monkeypatch, "invalid input must not reach Temporal")
 
 
 def parse(*argv: str) -> ResolveRequest:

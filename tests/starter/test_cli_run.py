@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 
 from cli import main as cli
-from cli import runner
 from core.models import ProviderName, RefundRequest, RefundState, RefundStatus
-from core.settings import Settings
 from starter.client import (
     IdempotencyConflictError,
     RefundClient,
@@ -27,6 +25,7 @@ from starter.client import (
     RefundNotFoundError,
     StartedRefund,
 )
+from tests.support.cli import refuse_connections, serve
 
 REPO = Path(__file__).resolve().parents[2]
 PAYNOW_START = [
@@ -116,23 +115,13 @@ class FakeClient(RefundClient):
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
-    client = FakeClient()
-
-    async def connect(settings: Settings) -> RefundClient:
-        return client
-
-    monkeypatch.setattr(runner, "connect", connect)
-    return client
+    return serve(monkeypatch, FakeClient())
 
 
 @pytest.fixture
 def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to reach Temporal fails the test."""
-
-    async def connect(settings: Settings) -> RefundClient:
-        raise AssertionError("invalid input must not reach Temporal")
-
-    monkeypatch.setattr(runner, "connect", connect)
+    refuse_connections(monkeypatch, "invalid input must not reach Temporal")
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
