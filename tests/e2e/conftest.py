@@ -54,22 +54,28 @@ class E2E(SimulatorControl):
         names = ("MEWS_CLIENT_TOKEN", "MEWS_ACCESS_TOKEN", "PAYNOW_API_KEY", "PAYNOW_SIGNATURE_KEY")
         return [env[name] for name in names]
 
-    async def run(self, *argv: str) -> CliResult:
-        """Run any program with the stack's environment."""
+    async def run(
+        self, *argv: str, env: dict[str, str] | None = None, stdin: str | None = None
+    ) -> CliResult:
+        """Run any program with the stack's environment (plus ``env``), fed ``stdin``."""
         process = await asyncio.create_subprocess_exec(
             *argv,
             cwd=REPO,
-            env=self.env,
+            env={**self.env, **(env or {})},
+            stdin=asyncio.subprocess.PIPE if stdin is not None else None,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT_S)
+        feed = stdin.encode() if stdin is not None else None
+        out, err = await asyncio.wait_for(process.communicate(feed), CLI_TIMEOUT_S)
         assert process.returncode is not None
         return CliResult(process.returncode, out.decode(), err.decode())
 
-    async def cli(self, *args: str) -> CliResult:
+    async def cli(
+        self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+    ) -> CliResult:
         """``refunds ARGS`` through the real entry point (``main`` and its ``os._exit``)."""
-        return await self.run(sys.executable, "-m", "cli", *args)
+        return await self.run(sys.executable, "-m", "cli", *args, env=env, stdin=stdin)
 
 
 # Package scope: the stack stops before other packages' tests (a live dev server during the

@@ -52,20 +52,7 @@ def line_of(provider: ProviderName, payment: dict[str, Any], key: str) -> dict[s
 
 
 async def cli_with(e2e: E2E, *args: str, env: dict[str, str], stdin: str = "") -> CliResult:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cli",
-        *args,
-        cwd=REPO,
-        env={**e2e.env, **env},
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), CLI_TIMEOUT_S)
-    assert process.returncode is not None
-    return CliResult(process.returncode, out.decode(), err.decode())
+    return await e2e.cli(*args, env=env, stdin=stdin)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,7 +29,7 @@ from core.models import (
     ResolveAction,
 )
 from starter.client import RefundClient
-from tests.e2e.conftest import CLI_TIMEOUT_S, E2E, REPO, CliResult
+from tests.e2e.conftest import E2E, CliResult
 from tests.support.refunds import wait_for_state
 from workflows.models import ResolveRequest
 
@@ -50,19 +49,7 @@ def new_key(label: str) -> str:
 
 async def cli(e2e: E2E, *args: str) -> CliResult:
     """``refunds ARGS`` with the stack's environment and the short reconciliation."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cli",
-        *args,
-        cwd=REPO,
-        env={**e2e.env, **SHORT_RECONCILE},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT_S)
-    assert process.returncode is not None
-    return CliResult(process.returncode, out.decode(), err.decode())
+    return await e2e.cli(*args, env=SHORT_RECONCILE)
 
 
 async def status_json(e2e: E2E, key: str) -> dict[str, Any]:
