@@ -216,7 +216,6 @@ class RefundWorkflow:
         self._cancel_handled = carried.cancel_handled if carried else False
         self._lane: str | None = None
         self._admitted = False
-        self._claimed: tuple[str, ...] = ()
         self._claims: tuple[LaneClaim, ...] = ()
         # Refunds that may be this one's (ambiguous reconciliation): claimed on release.
         self._possible_refunds: tuple[str, ...] = ()
@@ -396,7 +395,6 @@ class RefundWorkflow:
         self._claims = grant.claims or tuple(
             LaneClaim(refund_id=i) for i in grant.claimed_refund_ids
         )
-        self._claimed = tuple(c.refund_id for c in self._claims)
 
     @workflow.query(name="status")
     def status(self) -> RefundStatus:
@@ -419,6 +417,11 @@ class RefundWorkflow:
             return False
         self._adopt(refund)
         return True
+
+    @property
+    def _claimed(self) -> frozenset[str]:
+        """Provider refund ids siblings of this lane made (handed over at admission)."""
+        return frozenset(c.refund_id for c in self._claims)
 
     def _scope(self) -> str:
         return "account" if self._v2 and self._request.account_id else "payment"
