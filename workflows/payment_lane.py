@@ -65,6 +65,7 @@ class RefundLaneWorkflow:
     def enqueue(self, entry: LaneEntry) -> None:
         if entry.workflow_id != self._holder and entry.workflow_id not in self._queue:
             self._queue.append(entry.workflow_id)
+        self._show()
 
     @workflow.signal(name="release")
     def release(self, exit_: LaneExit) -> None:
@@ -82,6 +83,7 @@ class RefundLaneWorkflow:
             self._holder = None
         elif exit_.workflow_id in self._queue:
             self._queue.remove(exit_.workflow_id)
+        self._show()
 
     @workflow.query(name="lane")
     def lane(self) -> LaneStatus:
@@ -96,8 +98,10 @@ class RefundLaneWorkflow:
     async def run(self, params: LaneInput) -> None:
         keep_claims = workflow.patched(KEEP_CLAIMS_PATCH)
         while True:
+            self._show()
             if self._holder is not None:
                 await self._wait_for_release(self._holder)
+                self._show()
             if not self._queue:
                 idle = max(IDLE, self._claims_kept_for()) if keep_claims else IDLE
                 with contextlib.suppress(TimeoutError):
@@ -111,6 +115,7 @@ class RefundLaneWorkflow:
                 if not self._queue:
                     return
             self._holder = self._queue.pop(0)
+            self._show()
             await self._admit(self._holder, keep_claims)
             if workflow.info().get_current_history_length() > EVENTS_PER_RUN:
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -119,6 +124,29 @@ class RefundLaneWorkflow:
                         queue=tuple(self._queue), holder=self._holder, claims=tuple(self._claims)
                     )
                 )
+
+    def _show(self) -> None:
+        """The lane's current details in the Temporal UI (not recorded in the history).
+
+        Operators see lanes beside the refunds in the workflow list, some still running after
+        every refund of theirs ended: the details say why, and how to list refunds only.
+        """
+        lines = ["**Refund lane, not a refund**: admits one refund of its scope at a time."]
+        lines.append(f"admitted: {self._holder}" if self._holder else "admitted: none")
+        if self._queue:
+            lines.append(f"queued: {', '.join(self._queue)}")
+        kept = self._claims_kept_for()
+        if kept > timedelta(0):
+            until = (workflow.now() + kept).isoformat(timespec="seconds")
+            count = len(self._claims)
+            noun = "refund id" if count == 1 else "refund ids"
+            lines.append(
+                f"keeps {count} claimed provider {noun} until {until}, so that looking up a "
+                "refund whose answer was lost never takes another refund's money for it; "
+                "it ends a minute after that if nothing is queued"
+            )
+        lines.append('Refunds only: list with the query `WorkflowType="RefundWorkflow"`.')
+        workflow.set_current_details("\n\n".join(lines))
 
     def _claims_kept_for(self) -> timedelta:
         """How much longer the youngest claim must be kept (zero when none must)."""
