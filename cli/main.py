@@ -8,7 +8,7 @@ interrupted (:data:`cli.runner.EXIT_CODES_HELP`). Errors are one line on stderr,
 ``refunds: error:``; with ``--json`` also one JSON document on stdout.
 
 The commands live one group per module (:mod:`cli.refunds`, :mod:`cli.serve`,
-:mod:`cli.dev`) over :mod:`cli.runner`, which all of them share.
+:mod:`cli.api`, :mod:`cli.dev`) over :mod:`cli.runner`, which all of them share.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from cli import dev, refunds, runner, serve
+from cli import api, dev, refunds, runner, serve
 from cli.runner import EXIT_CODES_HELP, PROG, Parser
 
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     refunds.register(commands)
     serve.register(commands)
+    api.register(commands)
     dev.register(commands)
     return parser
 

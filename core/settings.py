@@ -7,6 +7,7 @@ names the variable to set.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr
@@ -51,6 +52,16 @@ class Settings(BaseSettings):
     refunds_encryption_key_id: str | None = None
     refunds_codec_auth_token: SecretStr | None = None
     refunds_codec_ui_origins: str = "http://localhost:8233,http://127.0.0.1:8233"
+
+    # The HTTP API, `refunds api` (docs/api.md). Keys are stored as SHA-256 hashes of the
+    # bearer tokens, never the tokens: a JSON list of {"name", "sha256", "scopes"}, inline
+    # or in a file. Without any key the API refuses to start unless the insecure flag is set.
+    refunds_api_host: str = "127.0.0.1"
+    refunds_api_port: Annotated[int, Field(ge=1, le=65535)] = 8240
+    refunds_api_keys: str | None = None
+    refunds_api_keys_file: Path | None = None
+    refunds_api_insecure_no_auth: bool = False
+    refunds_api_max_body_bytes: Annotated[int, Field(ge=1024, le=10 * 1024 * 1024)] = 65536
 
     def require(self, env_name: str, *, purpose: str) -> SecretStr:
         """The secret stored under ``env_name``, or a start-up error naming it."""

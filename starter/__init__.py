@@ -7,7 +7,11 @@ from starter.client import (
     RefundClient,
     RefundClientError,
     RefundNotFoundError,
+    RefundPage,
+    RefundTooLateError,
+    ResolutionRefusedError,
     StartedRefund,
+    TemporalUnavailableError,
 )
 
 __all__ = [
@@ -15,5 +19,9 @@ __all__ = [
     "RefundClient",
     "RefundClientError",
     "RefundNotFoundError",
+    "RefundPage",
+    "RefundTooLateError",
+    "ResolutionRefusedError",
     "StartedRefund",
+    "TemporalUnavailableError",
 ]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -66,11 +67,25 @@ class RefundClientError(Exception):
 
 
 class IdempotencyConflictError(RefundClientError):
-    """The key is already used by a refund with a different request."""
+    """The key is already used by a refund with a different request. ``fields`` names the
+    request fields that differ (empty when the first request could not be read)."""
+
+    def __init__(self, message: str, fields: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.fields = tuple(fields)
 
 
 class RefundNotFoundError(RefundClientError):
     """No refund has this key (or the namespace no longer retains it)."""
+
+
+class RefundTooLateError(RefundClientError):
+    """The refund is already final: too late to cancel it."""
+
+
+class TemporalUnavailableError(RefundClientError):
+    """Temporal did not answer in time (unavailable, or the call's deadline passed); the
+    refund is unchanged as far as this call knows. Worth retrying."""
 
 
 class ResolutionRefusedError(RefundClientError):
@@ -89,6 +104,8 @@ class StartedRefund:
 
 @dataclass(frozen=True)
 class RefundListItem:
+    """One refund as the visibility store lists it (search attributes and memo)."""
+
     key: str
     workflow_id: str
     state: str | None
@@ -97,6 +114,14 @@ class RefundListItem:
     amount: str
     execution_status: str
     started_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RefundPage:
+    """One page of :meth:`RefundClient.list_page`; ``next_page_token`` is None on the last."""
+
+    items: list[RefundListItem]
+    next_page_token: bytes | None
 
 
 def summary_line(request: RefundRequest) -> str:
@@ -125,11 +150,19 @@ class RefundClient:
     def handle(self, key: str) -> WorkflowHandle[RefundWorkflow, RefundStatus]:
         return self.client.get_workflow_handle_for(RefundWorkflow.run, workflow_id_for(key))
 
-    async def start(self, request: RefundRequest, traceparent: str | None = None) -> StartedRefund:
+    async def start(
+        self,
+        request: RefundRequest,
+        traceparent: str | None = None,
+        *,
+        started_by: str | None = None,
+    ) -> StartedRefund:
         """Start the refund, or attach to the identical one already started with this key.
 
         Traced as ``refund.start`` under the caller's current span, or under ``traceparent``
         (a W3C ``traceparent`` value) when given; the workflow's spans continue that trace.
+        ``started_by`` (who sent it, e.g. an API key's name) goes into the memo beside the
+        fingerprint, never into the request: who asks does not change which refund it is.
         """
         with traced(
             "refund.start",
@@ -139,19 +172,22 @@ class RefundClient:
             },
             traceparent=traceparent,
         ) as span:
-            started = await self._start(request)
+            started = await self._start(request, started_by)
             span.set_attribute("refunds.created", started.created)
             return started
 
-    async def _start(self, request: RefundRequest) -> StartedRefund:
+    async def _start(self, request: RefundRequest, started_by: str | None) -> StartedRefund:
         try:
-            await self._start_workflow(request, WorkflowIDConflictPolicy.FAIL)
+            await self._start_workflow(
+                request, WorkflowIDConflictPolicy.FAIL, started_by=started_by
+            )
         except WorkflowAlreadyStartedError:
             existing = await self._fingerprint_of(request.idempotency_key)
             if existing != request.fingerprint() and existing not in (
                 request.legacy_fingerprints()
             ):
-                raise IdempotencyConflictError(await self._conflict_message(request)) from None
+                message, fields = await self._conflict(request)
+                raise IdempotencyConflictError(message, fields) from None
             return StartedRefund(request.idempotency_key, request.workflow_id, created=False)
         return StartedRefund(request.idempotency_key, request.workflow_id, created=True)
 
@@ -177,6 +213,7 @@ class RefundClient:
         *,
         start_signal: str | None = None,
         start_signal_args: Sequence[Any] = (),
+        started_by: str | None = None,
     ) -> None:
         """The one way refunds are started: offline checks first, then the workflow with its
         id, memo, search attributes and UI summary."""
@@ -188,7 +225,7 @@ class RefundClient:
             task_queue=self.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=conflict,
-            memo=_memo(request),
+            memo=_memo(request, started_by),
             search_attributes=_search_attributes(request),
             static_summary=summary_line(request),
             start_signal=start_signal,
@@ -219,9 +256,10 @@ class RefundClient:
                 return started.request
         return None
 
-    async def _conflict_message(self, request: RefundRequest) -> str:
-        """The conflict in a person's terms: which fields of the request differ from the
-        refund already started with the key (the fingerprints decided; this only explains)."""
+    async def _conflict(self, request: RefundRequest) -> tuple[str, list[str]]:
+        """The conflict in a person's terms, and the fields of the request that differ from
+        the refund already started with the key (the fingerprints decided; this only
+        explains)."""
         key = request.idempotency_key
         try:
             existing = await self._request_of(key)
@@ -233,10 +271,11 @@ class RefundClient:
             if fields
             else "a different refund request"
         )
-        return (
+        message = (
             f"idempotency conflict: key {key!r} is already used by {differs}; use a new key "
             "for a new refund (or repeat the first request exactly to attach to it)"
         )
+        return message, fields
 
     async def status(self, key: str) -> RefundStatus:
         handle = self.handle(key)
@@ -289,11 +328,12 @@ class RefundClient:
                 raise _not_found(err, key) from None
             # A finished workflow takes no updates: say it is too late, if it exists.
             final = await self.status(key)
-            raise RefundClientError(
+            raise RefundTooLateError(
                 f"too late to cancel: the refund is already {final.state.value}"
             ) from None
         except WorkflowUpdateFailedError as err:
-            raise RefundClientError(f"refund {key!r}: {err.cause}") from None
+            # The update's validator refused it: the refund is final already.
+            raise RefundTooLateError(f"refund {key!r}: {err.cause}") from None
         assert isinstance(answer, CancelAnswer)
         return answer
 
@@ -339,45 +379,92 @@ class RefundClient:
         *,
         state: RefundState | None = None,
         provider: ProviderName | None = None,
+        payment_id: str | None = None,
         limit: int = 100,
     ) -> list[RefundListItem]:
-        clauses = [f'WorkflowType="{WORKFLOW_TYPE}"']
-        if state is not None:
-            clauses.append(f'RefundState="{state.value}"')
-        if provider is not None:
-            clauses.append(f'RefundProvider="{provider.value}"')
-        items: list[RefundListItem] = []
-        async for execution in self.client.list_workflows(" AND ".join(clauses), limit=limit):
-            attrs = execution.typed_search_attributes
-            memo = await execution.memo()
-            amount_minor, currency = memo.get("amount_minor"), memo.get("currency")
-            amount = describe_amount(
-                amount_minor if isinstance(amount_minor, int) else None,
-                currency if isinstance(currency, str) else None,
+        query = _list_query(state, provider, payment_id)
+        return [
+            await _list_item(execution)
+            async for execution in self.client.list_workflows(query, limit=limit)
+        ]
+
+    async def list_page(
+        self,
+        *,
+        state: RefundState | None = None,
+        provider: ProviderName | None = None,
+        payment_id: str | None = None,
+        page_size: int = 50,
+        page_token: bytes | None = None,
+    ) -> RefundPage:
+        """One page of refunds from visibility, newest first; pass the page's
+        ``next_page_token`` back for the next one (opaque bytes, from Temporal)."""
+        query = _list_query(state, provider, payment_id)
+        pages = self.client.list_workflows(query, page_size=page_size, next_page_token=page_token)
+        await pages.fetch_next_page()
+        items = [await _list_item(execution) for execution in pages.current_page or ()]
+        return RefundPage(items, pages.next_page_token)
+
+    async def reachable(self, timeout_s: float = 2.0) -> bool:
+        """Temporal answers a health check within ``timeout_s``."""
+        try:
+            return await self.client.service_client.check_health(
+                timeout=timedelta(seconds=timeout_s)
             )
-            items.append(
-                RefundListItem(
-                    key=execution.id.removeprefix(WORKFLOW_ID_PREFIX),
-                    workflow_id=execution.id,
-                    state=attrs.get(REFUND_STATE),
-                    provider=attrs.get(REFUND_PROVIDER),
-                    payment_id=attrs.get(REFUND_PAYMENT_ID),
-                    amount=amount,
-                    execution_status=execution.status.name if execution.status else "UNKNOWN",
-                    started_at=execution.start_time,
-                )
-            )
-        return items
+        except (RPCError, RuntimeError):
+            return False
 
 
-def _memo(request: RefundRequest) -> dict[str, Any]:
-    """What a start records beside the input: the fingerprint (idempotency) and the amount
-    (for `list`)."""
-    return {
+def _memo(request: RefundRequest, started_by: str | None = None) -> dict[str, Any]:
+    """What a start records beside the input: the fingerprint (idempotency), the amount
+    (for `list`) and, when known, who started it."""
+    memo: dict[str, Any] = {
         "fingerprint": request.fingerprint(),
         "amount_minor": request.amount_minor,
         "currency": request.currency,
     }
+    if started_by is not None:
+        memo["started_by"] = started_by
+    return memo
+
+
+def _list_query(
+    state: RefundState | None, provider: ProviderName | None, payment_id: str | None
+) -> str:
+    clauses = [f'WorkflowType="{WORKFLOW_TYPE}"']
+    if state is not None:
+        clauses.append(f'RefundState="{state.value}"')
+    if provider is not None:
+        clauses.append(f'RefundProvider="{provider.value}"')
+    if payment_id is not None:
+        clauses.append(f"RefundPaymentId={_quoted(payment_id)}")
+    return " AND ".join(clauses)
+
+
+def _quoted(value: str) -> str:
+    """A visibility query string literal: backslashes and double quotes escaped."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+async def _list_item(execution: WorkflowExecution) -> RefundListItem:
+    attrs = execution.typed_search_attributes
+    memo = await execution.memo()
+    amount_minor, currency = memo.get("amount_minor"), memo.get("currency")
+    amount = describe_amount(
+        amount_minor if isinstance(amount_minor, int) else None,
+        currency if isinstance(currency, str) else None,
+    )
+    return RefundListItem(
+        key=execution.id.removeprefix(WORKFLOW_ID_PREFIX),
+        workflow_id=execution.id,
+        state=attrs.get(REFUND_STATE),
+        provider=attrs.get(REFUND_PROVIDER),
+        payment_id=attrs.get(REFUND_PAYMENT_ID),
+        amount=amount,
+        execution_status=execution.status.name if execution.status else "UNKNOWN",
+        started_at=execution.start_time,
+    )
 
 
 def _search_attributes(request: RefundRequest) -> TypedSearchAttributes:
@@ -420,4 +507,8 @@ def _join(names: Sequence[str]) -> str:
 def _not_found(err: RPCError, key: str) -> RefundClientError:
     if err.status == RPCStatusCode.NOT_FOUND:
         return RefundNotFoundError(f"no refund with key {key!r}")
+    if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        return TemporalUnavailableError(
+            f"Temporal did not answer for refund {key!r}: {err.message}"
+        )
     return RefundClientError(f"Temporal error for refund {key!r}: {err.message}")
