@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from cli import output
 from cli.runner import EXIT_OK, Commands, InputError, port, positive_int
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from devstack.stack import StackConfig
@@ -25,6 +26,8 @@ STATE_DIR = Path(".refunds")
 # REFUNDS_POLL_MAX_S), so that a `slow` scenario ends in a minute rather than many.
 FAST_POLL_INITIAL_S = 1.0
 FAST_POLL_MAX_S = 5.0
+# The HTTP API's port in the embedded stack: REFUNDS_API_PORT's default.
+API_PORT: int = Settings.model_fields["refunds_api_port"].default
 
 
 def register(commands: Commands) -> None:
@@ -97,6 +100,9 @@ def _stack_arguments(parser: argparse.ArgumentParser, state_dir: Path) -> None:
         default=8234,
         help="codec server for the UI, started only when encryption is configured",
     )
+    parser.add_argument(
+        "--api-port", type=port, default=API_PORT, help="the HTTP API, `refunds api`"
+    )
     parser.add_argument("--state-dir", type=Path, default=state_dir, help=f"default {state_dir}/")
 
 
@@ -109,6 +115,7 @@ def _stack_config(args: argparse.Namespace) -> StackConfig:
         sim_port=args.sim_port,
         state_dir=args.state_dir,
         codec_port=args.codec_port,
+        api_port=args.api_port,
     )
 
 
@@ -145,6 +152,15 @@ async def cmd_dev(args: argparse.Namespace) -> int:
         )
         if stack.codec_url:
             print(f"Codec server  {stack.codec_url}  (the UI decrypts refunds through it)")
+        if stack.api_url:
+            print(f"HTTP API      {stack.api_url}  (docs {stack.api_url}/docs, docs/api.md)")
+            if stack.api_token:
+                bearer = '-H "Authorization: Bearer $TOKEN"'
+                print(
+                    "              a dev key with every scope, for this run only:\n"
+                    f"              export TOKEN={stack.api_token}\n"
+                    f"              curl {bearer} {stack.api_url}/v1/refunds"
+                )
         print(f"State         {stack.state_dir}/ (temporal.db, logs/)")
         settings = stack.settings()
         initial, longest = settings.refunds_poll_initial_s, settings.refunds_poll_max_s

@@ -253,6 +253,9 @@ async def run_demo(
         )
         if stack.codec_url:
             demo.say(f"payloads encrypted; the UI decrypts them through {stack.codec_url}")
+        if stack.api_url:
+            key = f" (dev key: Bearer {stack.api_token})" if stack.api_token else ""
+            demo.say(f"HTTP API: {stack.api_url}{key}")
         runs = await demo.prepare(run_id)
         demo.say(f"\nrunning {len(runs)} refunds (poll every {POLL_INITIAL_S}-{POLL_MAX_S}s):")
         demo.began = time.monotonic()

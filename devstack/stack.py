@@ -10,7 +10,10 @@ Three child processes, each in its own process group with its output in
   with the credentials they announce on ``GET /``;
 * ``codec`` (only with payload encryption configured and a ``codec_port``): ``refunds
   codec-server``, which the dev server's UI is pointed at (``--ui-codec-endpoint``) so the
-  browser shows encrypted refunds decrypted (docs/encryption.md).
+  browser shows encrypted refunds decrypted (docs/encryption.md);
+* ``api`` (only with an ``api_port``): ``refunds api``, the HTTP API (docs/api.md). When no
+  API key is configured (``REFUNDS_API_KEYS`` / ``REFUNDS_API_KEYS_FILE``), the stack makes
+  a dev key with every scope for this run: ``api_token``, shown in the banner.
 
 Each is a :class:`devstack.process.ChildProcess`. Nothing is left behind:
 :meth:`EmbeddedStack.stop` sends SIGTERM to each group (worker first, so running activities
@@ -53,7 +56,7 @@ TASK_QUEUE = "refunds"
 DEFAULT_STATE_DIR = Path(".refunds")
 
 # Worker first: it may hold running activities, and it needs the other two to finish them.
-STOP_GRACE_S = {"worker": 20.0, "sim": 5.0, "codec": 5.0, "temporal": 10.0}
+STOP_GRACE_S = {"api": 5.0, "worker": 20.0, "sim": 5.0, "codec": 5.0, "temporal": 10.0}
 
 
 class StackError(RuntimeError):
@@ -82,6 +85,8 @@ class StackConfig:
     secret_env: Mapping[str, str] = field(default_factory=dict)
     # Where the codec server listens when encryption is configured; None: no codec server.
     codec_port: int | None = None
+    # Where the HTTP API listens; None: no API.
+    api_port: int | None = None
 
 
 def find_temporal_cli() -> Path:
@@ -129,6 +134,9 @@ class EmbeddedStack:
         self._sim: ChildProcess | None = None
         self._worker: ChildProcess | None = None
         self._codec: ChildProcess | None = None
+        self._api: ChildProcess | None = None
+        # The bearer token of the dev key made for this run (None: keys were configured).
+        self.api_token: str | None = None
 
     # ----------------------------------------------------------------- addresses
 
@@ -150,6 +158,13 @@ class EmbeddedStack:
         if not self.runs_codec:
             return None
         return f"http://{HOST}:{self.config.codec_port}"
+
+    @property
+    def api_url(self) -> str | None:
+        """The HTTP API's address, when this stack runs it."""
+        if self.config.api_port is None:
+            return None
+        return f"http://{HOST}:{self.config.api_port}"
 
     @property
     def runs_codec(self) -> bool:
@@ -224,14 +239,18 @@ class EmbeddedStack:
             self.sim_info = await self._wait_for_sim()
             self.client = await self._wait_for_temporal()
             await self.start_worker()
+            if self.config.api_port is not None:
+                self._api = self._spawn_api()
+                await self._wait_for_api()
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
-        """Stop the worker, then the simulators and the codec server, then Temporal; each
-        SIGTERM then SIGKILL."""
+        """Stop the API, the worker, then the simulators and the codec server, then Temporal;
+        each SIGTERM then SIGKILL."""
         for name, child in (
+            ("api", self._api),
             ("worker", self._worker),
             ("sim", self._sim),
             ("codec", self._codec),
@@ -239,7 +258,7 @@ class EmbeddedStack:
         ):
             if child is not None:
                 await child.stop(STOP_GRACE_S[name])
-        self._worker = self._sim = self._codec = self._temporal = None
+        self._worker = self._sim = self._codec = self._temporal = self._api = None
         self.client = None
 
     async def start_worker(self) -> None:
@@ -285,6 +304,8 @@ class EmbeddedStack:
         ]
         if self.runs_codec and self.config.codec_port is not None:
             ports.append(("the codec server", "--codec-port", self.config.codec_port))
+        if self.config.api_port is not None:
+            ports.append(("the HTTP API", "--api-port", self.config.api_port))
         for what, flag, port in ports:
             if port_in_use(port):
                 raise StackError(
@@ -356,6 +377,35 @@ class EmbeddedStack:
         child = ChildProcess("codec", argv, env=env, log_path=self.log_dir / "codec.log")
         child.start()
         return child
+
+    def _spawn_api(self) -> ChildProcess:
+        from api.keys import KEYS_ENV, dev_key_config, new_token
+
+        assert self.config.api_port is not None
+        argv = [
+            sys.executable,
+            "-m",
+            "cli",
+            "api",
+            "--host",
+            HOST,
+            "--port",
+            str(self.config.api_port),
+        ]
+        env = self.env()
+        configured = self.settings()
+        if configured.refunds_api_keys is None and configured.refunds_api_keys_file is None:
+            self.api_token = new_token()
+            env[KEYS_ENV] = dev_key_config(self.api_token)
+        child = ChildProcess("api", argv, env=env, log_path=self.log_dir / "api.log")
+        child.start()
+        return child
+
+    async def _wait_for_api(self) -> None:
+        """Ready when ``/readyz`` says Temporal is reachable."""
+        assert self._api is not None
+        assert self.api_url is not None
+        await self._wait_for_http(self._api, "the HTTP API", self.api_url, "GET", "/readyz")
 
     def _deadline(self) -> float:
         return time.monotonic() + self.config.startup_timeout_s
