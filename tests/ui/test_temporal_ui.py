@@ -38,6 +38,12 @@ CHOSEN_SIGNALS = (
     "return Array.from(document.querySelectorAll('input#signal-select')).map(e => e.value)"
 )
 PENDING_PAYNOW = 'RefundState="PENDING" AND RefundProvider="paynow"'
+REFUNDS_ONLY = 'WorkflowType="RefundWorkflow"'
+# The refund list as docs/operations.md sets it up: these columns added, these removed.
+ADDED_COLUMNS = ("RefundState", "RefundProvider", "RefundPaymentId")
+REMOVED_COLUMNS = ("Run ID", "Type", "End")
+VIEW_NAME = "Refunds"
+CANCEL_NOTE = "Request Cancellation do the same safe thing"
 
 
 def new_key(label: str) -> str:
@@ -156,6 +162,49 @@ def send_cancel_signal(driver: webdriver.Chrome, reason: str, screenshot: str) -
     )
 
 
+def set_up_refunds_view(driver: webdriver.Chrome, ui: UiStack) -> None:
+    """docs/operations.md "The refund list": refunds only, their state as a column, saved."""
+    driver.get(f"{ui.ui_url}/namespaces/default/workflows?query={quote(REFUNDS_ONLY)}")
+    click(driver, '[data-testid="workflows-summary-table-configuration-button"]')
+    for name in ADDED_COLUMNS:
+        click(driver, f'[data-testid="orderable-list-item-{name}"] button')
+    for name in REMOVED_COLUMNS:
+        # The last button of a column in view removes it (before it: move up, move down).
+        item = visible(driver, f'[data-testid="orderable-list-item-{name}"]')
+        item.find_elements(By.CSS_SELECTOR, "button")[-1].click()
+    click(driver, '[data-testid="drawer-close-button"]')
+    click(driver, '[data-testid="create-view-button"]')
+    visible(driver, '[data-testid="workflow-save-view-modal-input"]').send_keys(VIEW_NAME)
+    click(driver, '[data-testid="confirm-modal-button"]')
+    wait_until(
+        driver,
+        "the view is saved in the browser",
+        lambda: VIEW_NAME in (driver.execute_script(SAVED_VIEWS) or ""),
+    )
+
+
+def current_details(driver: webdriver.Chrome) -> str:
+    """The text of the *Current Details* box (the UI renders it in its own frame)."""
+    driver.switch_to.frame(visible(driver, "iframe#user-metadata-current-details"))
+    try:
+        return str(driver.find_element(By.TAG_NAME, "body").text)
+    finally:
+        driver.switch_to.default_content()
+
+
+SAVED_VIEWS = "return window.localStorage.getItem('saved-workflow-queries')"
+
+
+def row_texts(driver: webdriver.Chrome) -> dict[str, str]:
+    """The list's rows by workflow id: the text of each row."""
+    rows: dict[str, str] = {}
+    for row in driver.find_elements(By.CSS_SELECTOR, "table tbody tr"):
+        for link in row.find_elements(By.CSS_SELECTOR, "a"):
+            if link.text.startswith(("refund:", "refund-lane:")):
+                rows[link.text] = row.text
+    return rows
+
+
 async def test_list_by_search_attribute_and_cancel_from_the_signal_form(
     ui_stack: UiStack, browser: webdriver.Chrome, screenshots: Screenshots, tmp_path: Path
 ) -> None:
@@ -172,9 +221,12 @@ async def test_list_by_search_attribute_and_cancel_from_the_signal_form(
 async def run_scenario(ui: UiStack, browser: webdriver.Chrome, screenshots: Screenshots) -> None:
     awaiting = await ui.new_payment(ProviderName.PAYNOW, "awaiting")
     succeeds = await ui.new_payment(ProviderName.PAYNOW, "succeeds")
+    fails = await ui.new_payment(ProviderName.PAYNOW, "fails")
     awaiting_key, succeeds_key = new_key("awaiting"), new_key("succeeds")
+    fails_key = new_key("fails")
     started = await ui.client.start(paynow_request(awaiting_key, awaiting["payment_id"]))
     done = await ui.client.start(paynow_request(succeeds_key, succeeds["payment_id"]))
+    failed = await ui.client.start(paynow_request(fails_key, fails["payment_id"]))
 
     assert (await asyncio.wait_for(ui.client.wait(succeeds_key), WAIT_S)).state is (
         RefundState.SUCCEEDED
@@ -188,7 +240,16 @@ async def run_scenario(ui: UiStack, browser: webdriver.Chrome, screenshots: Scre
     )
     browser.save_screenshot(screenshots.path("ui-refunds-pending-paynow.png"))
 
-    # 2. The awaiting refund's page; cancel through the signal form.
+    # 2. The awaiting refund's page: its details say which cancel is safe; cancel through
+    # the signal form.
+    browser.get(f"{ui.ui_url}/namespaces/default/workflows/{quote(started.workflow_id)}")
+    click(browser, '[data-testid="user-metadata-tab"]')
+    wait_until(
+        browser,
+        "the details show the state and the note on cancelling",
+        lambda: "PENDING" in current_details(browser) and CANCEL_NOTE in current_details(browser),
+    )
+    browser.save_screenshot(str(screenshots.path("ui-refund-details.png")))
     browser.get(f"{ui.ui_url}/namespaces/default/workflows/{quote(started.workflow_id)}")
     visible(browser, 'button[aria-controls="workflow-actions"]')
     send_cancel_signal(browser, CANCEL_REASON, str(screenshots.path("ui-cancel-signal.png")))
@@ -213,3 +274,30 @@ async def run_scenario(ui: UiStack, browser: webdriver.Chrome, screenshots: Scre
         ),
     )
     browser.save_screenshot(str(screenshots.path("ui-refund-canceled.png")))
+
+    # 4. The refund list set up once as the docs say: refunds only, each with its outcome.
+    assert (await asyncio.wait_for(ui.client.wait(fails_key), WAIT_S)).state is (
+        RefundState.FAILED
+    )
+    set_up_refunds_view(browser, ui)
+    expected = {
+        started.workflow_id: "CANCELED",
+        done.workflow_id: "SUCCEEDED",
+        failed.workflow_id: "FAILED",
+    }
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        rows = row_texts(browser)
+        shows_outcomes = all(state in rows.get(wid, "") for wid, state in expected.items())
+        if shows_outcomes or time.monotonic() > deadline:
+            break
+        # Visibility is eventually consistent: reload the saved view until it agrees.
+        browser.refresh()
+        time.sleep(0.5)
+    assert shows_outcomes, rows
+    assert not [wid for wid in rows if wid.startswith("refund-lane:")], rows
+    # Every column the docs name is there, the removed ones are not.
+    headers = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "table thead th")]
+    assert all(name in headers for name in ADDED_COLUMNS), headers
+    assert not any(name in headers for name in REMOVED_COLUMNS), headers
+    browser.save_screenshot(str(screenshots.path("ui-refunds-view.png")))
