@@ -276,9 +276,8 @@ async def run_scenario(ui: UiStack, browser: webdriver.Chrome, screenshots: Scre
     browser.save_screenshot(str(screenshots.path("ui-refund-canceled.png")))
 
     # 4. The refund list set up once as the docs say: refunds only, each with its outcome.
-    assert (await asyncio.wait_for(ui.client.wait(fails_key), WAIT_S)).state is (
-        RefundState.FAILED
-    )
+    ended = await asyncio.wait_for(ui.client.wait(fails_key), WAIT_S)
+    assert ended.state is RefundState.FAILED
     set_up_refunds_view(browser, ui)
     expected = {
         started.workflow_id: "CANCELED",
@@ -293,7 +292,7 @@ async def run_scenario(ui: UiStack, browser: webdriver.Chrome, screenshots: Scre
             break
         # Visibility is eventually consistent: reload the saved view until it agrees.
         browser.refresh()
-        time.sleep(0.5)
+        await asyncio.sleep(0.5)
     assert shows_outcomes, rows
     assert not [wid for wid in rows if wid.startswith("refund-lane:")], rows
     # Every column the docs name is there, the removed ones are not.
