@@ -296,6 +296,9 @@ def _bad_page_token() -> ApiProblem:
 
 def _decode_token(text: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(text.encode("ascii"))
+        token = base64.b64decode(text.encode("ascii"), altchars=b"-_", validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise _bad_page_token() from None
+    if not token:
+        raise _bad_page_token()
+    return token
