@@ -243,6 +243,15 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:
+            # FastAPI's "There was an error parsing the body" (not UTF-8, say): bad input.
+            message = str(exc.detail)
+            return problem_response(
+                ProblemKind.VALIDATION,
+                f"body: {message}",
+                instance=_path(request),
+                errors=[FieldError(loc=["body"], msg=message, type="body_unreadable")],
+            )
         kind = {
             404: ProblemKind.NOT_FOUND,
             405: ProblemKind.METHOD_NOT_ALLOWED,
