@@ -37,14 +37,24 @@ SERVICES = {
     "temporal-setup",
     "temporal-ui",
     "worker",
+    "api",
     "sim",
     "codec",
     "otel-collector",
     "jaeger",
     "prometheus",
 }
-# Settings read by the codec server (`python -m codec`), not by the worker.
-NOT_FOR_THE_WORKER = {"REFUNDS_CODEC_AUTH_TOKEN", "REFUNDS_CODEC_UI_ORIGINS"}
+# Settings read by the codec server (`python -m codec`) or the HTTP API, not by the worker.
+NOT_FOR_THE_WORKER = {
+    "REFUNDS_CODEC_AUTH_TOKEN",
+    "REFUNDS_CODEC_UI_ORIGINS",
+    "REFUNDS_API_HOST",
+    "REFUNDS_API_PORT",
+    "REFUNDS_API_KEYS",
+    "REFUNDS_API_KEYS_FILE",
+    "REFUNDS_API_INSECURE_NO_AUTH",
+    "REFUNDS_API_MAX_BODY_BYTES",
+}
 SIMULATOR_CREDENTIALS = (
     "SIMULATOR-DEMO",
     mews_seed.DEFAULT_CLIENT_TOKEN,
@@ -333,6 +343,30 @@ def test_no_credentials_in_the_deployment_files() -> None:
 def test_env_files_stay_out_of_the_image() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".env" in ignored
+
+
+def test_api_runs_the_same_image_with_its_keys_from_the_environment(compose: Compose) -> None:
+    digest = "0" * 64
+    keys = f'[{{"name": "checkout", "sha256": "{digest}", "scopes": ["refunds:read"]}}]'
+    blocks = service_blocks(config(compose, REFUNDS_API_KEYS=keys))
+    api = blocks["api"]
+    assert images(api) == images(blocks["worker"])
+    assert "- api\n    - --host\n    - 0.0.0.0\n    - --port\n    - '8240'" in api
+    assert "- 127.0.0.1:8240:8240" in api
+    assert "/readyz" in api
+    assert re.search(
+        r"^      temporal-setup:\n        condition: service_completed_successfully$",
+        api,
+        re.MULTILINE,
+    )
+    env = environment(api)
+    assert env["TEMPORAL_ADDRESS"] == "temporal:7233"
+    # (compose may fold the long value over lines: the digest and name are what count)
+    assert env["REFUNDS_API_KEYS"].startswith('[{"name": "checkout"')
+    assert digest in api
+    # Never the insecure flag in a deployment; the file passes through when set.
+    assert "REFUNDS_API_INSECURE_NO_AUTH" not in env
+    assert environment(service_blocks(config(compose))["api"])["REFUNDS_API_KEYS_FILE"] == "null"
 
 
 # --------------------------------------------------------------------------- telemetry
