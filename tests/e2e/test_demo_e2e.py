@@ -43,6 +43,8 @@ def test_demo_runs_every_case_to_its_expected_outcome(tmp_path: Path) -> None:
         str(ports[1]),
         "--sim-port",
         str(ports[2]),
+        "--api-port",
+        str(free_port()),
         "--state-dir",
         str(state_dir),
     ]
@@ -65,6 +67,7 @@ def test_demo_runs_every_case_to_its_expected_outcome(tmp_path: Path) -> None:
     assert out.count(" ok\n") == 7
     assert "all 7 refunds ended as expected" in out
     assert "Temporal UI: http://127.0.0.1:" in out
+    assert "HTTP API: http://127.0.0.1:" in out
     # The last lines, once the stack is gone, say how to look at what the demo did.
     last = out.splitlines()[-5:]
     assert last[0] == f"stopped. The demo's refunds stay in {state_dir}/, apart from " + (
@@ -76,7 +79,12 @@ def test_demo_runs_every_case_to_its_expected_outcome(tmp_path: Path) -> None:
     for state in ("SUCCEEDED", "FAILED", "REJECTED", "CANCELED"):
         assert f"{state}  " in out
     logs = state_dir / "logs"
-    assert {p.name for p in logs.iterdir()} == {"temporal.log", "sim.log", "worker.log"}
+    assert {p.name for p in logs.iterdir()} == {
+        "temporal.log",
+        "sim.log",
+        "worker.log",
+        "api.log",
+    }
     # The stack is gone: no process left, nothing listening on its ports.
     assert processes_mentioning(str(state_dir)) == []  # temporal
     assert processes_mentioning(f"TEMPORAL_ADDRESS=127.0.0.1:{ports[0]}") == []  # worker

@@ -30,6 +30,7 @@ KEYS = {"REFUNDS_ENCRYPTION_KEYS": "k1:" + "A" * 43 + "=", "REFUNDS_ENCRYPTION_K
     [
         ("sim_port", "the simulators", "--sim-port", {}),
         ("codec_port", "the codec server", "--codec-port", KEYS),
+        ("api_port", "the HTTP API", "--api-port", {}),
     ],
 )
 async def test_a_busy_port_is_refused_naming_the_flag(

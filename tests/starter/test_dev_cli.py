@@ -89,6 +89,8 @@ def test_dev_banner_shows_the_polling_timing(tmp_path: Path) -> None:
         str(free_port()),
         "--sim-port",
         str(free_port()),
+        "--api-port",
+        str(free_port()),
         "--state-dir",
         str(tmp_path / "state"),
     ]
@@ -108,6 +110,9 @@ def test_dev_banner_shows_the_polling_timing(tmp_path: Path) -> None:
         rest, _ = process.communicate(timeout=60)
     banner = "\n".join(lines)
     assert process.returncode == 0, banner + rest
+    # The HTTP API with a dev key for the run, and how to call it.
+    assert any(line.startswith("HTTP API      http://127.0.0.1:") for line in lines), banner
+    assert "export TOKEN=rfk_" in banner
     polling = next(line for line in lines if line.startswith("Polling"))
     assert f"after {FAST_POLL_INITIAL_S:g}s" in polling
     assert f"up to {FAST_POLL_MAX_S:g}s" in polling
