@@ -9,7 +9,7 @@ Requests are checked offline before anything starts, so bad input never reaches 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -70,9 +70,26 @@ class IdempotencyConflictError(RefundClientError):
     """The key is already used by a refund with a different request. ``fields`` names the
     request fields that differ (empty when the first request could not be read)."""
 
-    def __init__(self, message: str, fields: Sequence[str] = ()) -> None:
-        super().__init__(message)
+    def __init__(self, key: str, fields: Sequence[str] = ()) -> None:
+        super().__init__(conflict_message(key, fields))
+        self.key = key
         self.fields = tuple(fields)
+
+    def naming_fields(self, name: Callable[[str], str]) -> str:
+        """The message with the differing fields named by ``name`` (the CLI names flags)."""
+        return conflict_message(self.key, [name(f) for f in self.fields])
+
+
+def conflict_message(key: str, differing: Sequence[str]) -> str:
+    differs = (
+        f"a refund request that differs in {_join(differing)}"
+        if differing
+        else "a different refund request"
+    )
+    return (
+        f"idempotency conflict: key {key!r} is already used by {differs}; use a new key "
+        "for a new refund (or repeat the first request exactly to attach to it)"
+    )
 
 
 class RefundNotFoundError(RefundClientError):
@@ -186,8 +203,8 @@ class RefundClient:
             if existing != request.fingerprint() and existing not in (
                 request.legacy_fingerprints()
             ):
-                message, fields = await self._conflict(request)
-                raise IdempotencyConflictError(message, fields) from None
+                fields = await self._differing(request)
+                raise IdempotencyConflictError(request.idempotency_key, fields) from None
             return StartedRefund(request.idempotency_key, request.workflow_id, created=False)
         return StartedRefund(request.idempotency_key, request.workflow_id, created=True)
 
@@ -256,26 +273,15 @@ class RefundClient:
                 return started.request
         return None
 
-    async def _conflict(self, request: RefundRequest) -> tuple[str, list[str]]:
-        """The conflict in a person's terms, and the fields of the request that differ from
-        the refund already started with the key (the fingerprints decided; this only
-        explains)."""
-        key = request.idempotency_key
+    async def _differing(self, request: RefundRequest) -> list[str]:
+        """The fields of the request that differ from the refund already started with its
+        key (the fingerprints decided; this only explains, so an unreadable first request
+        gives none)."""
         try:
-            existing = await self._request_of(key)
+            existing = await self._request_of(request.idempotency_key)
         except Exception:  # the explanation is best effort; the conflict stands regardless
             existing = None
-        fields = [] if existing is None else _differing_fields(existing, request)
-        differs = (
-            f"a refund request that differs in {_join(fields)}"
-            if fields
-            else "a different refund request"
-        )
-        message = (
-            f"idempotency conflict: key {key!r} is already used by {differs}; use a new key "
-            "for a new refund (or repeat the first request exactly to attach to it)"
-        )
-        return message, fields
+        return [] if existing is None else _differing_fields(existing, request)
 
     async def status(self, key: str) -> RefundStatus:
         handle = self.handle(key)
@@ -379,10 +385,9 @@ class RefundClient:
         *,
         state: RefundState | None = None,
         provider: ProviderName | None = None,
-        payment_id: str | None = None,
         limit: int = 100,
     ) -> list[RefundListItem]:
-        query = _list_query(state, provider, payment_id)
+        query = _list_query(state, provider, None)
         return [
             await _list_item(execution)
             async for execution in self.client.list_workflows(query, limit=limit)

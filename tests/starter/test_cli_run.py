@@ -73,7 +73,13 @@ class FakeClient(RefundClient):
         if self.error is not None:
             raise self.error
 
-    async def start(self, request: RefundRequest, traceparent: str | None = None) -> StartedRefund:
+    async def start(
+        self,
+        request: RefundRequest,
+        traceparent: str | None = None,
+        *,
+        started_by: str | None = None,
+    ) -> StartedRefund:
         self._fail()
         self.started.append(request)
         self.traceparents.append(traceparent)
@@ -223,7 +229,7 @@ def test_start_attached_wait_json(fake: FakeClient, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(
     ("error", "code", "fragment"),
     [
-        (IdempotencyConflictError("idempotency conflict: key 'order-1' ..."), 3, "conflict"),
+        (IdempotencyConflictError("order-1"), 3, "conflict"),
         (RefundNotFoundError("no refund with key 'order-1'"), 4, "no refund with key"),
         (RefundClientError("refund 'order-1' is already SUCCEEDED"), 1, "already"),
         (RuntimeError("boom\nsecond line"), 1, "RuntimeError: boom second line"),
