@@ -29,6 +29,9 @@ log = logging.getLogger("refunds.api")
 TITLE = "refund-orchestrator API"
 VERSION = "1"
 RECONNECT_EVERY_S = 2.0
+# A refused body is read and dropped up to this much before the answer (then the connection
+# closes).
+DRAIN_LIMIT_BYTES = 1024 * 1024
 
 
 def auth_from_settings(settings: Settings) -> AuthConfig:
@@ -150,6 +153,16 @@ class BodyLimit:
         await self.app(scope, _replay([body], then=receive), send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Read (and drop) what is still coming, up to a bound, so that the client, still
+        # sending, gets the answer rather than a reset connection; past the bound, close.
+        drained = 0
+        while drained < DRAIN_LIMIT_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            drained += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
         response = problem_response(
             ProblemKind.PAYLOAD_TOO_LARGE,
             f"the body is over {self.max_bytes} bytes",
