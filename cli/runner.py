@@ -213,7 +213,11 @@ ERRORS: tuple[ErrorMapping, ...] = (
     (InvalidRequestError, EXIT_INVALID, lambda e: f"invalid request: {e.message}"),
     (MissingSettingError, EXIT_INVALID, str),
     (EncryptionSettingsError, EXIT_INVALID, str),
-    (IdempotencyConflictError, EXIT_CONFLICT, str),
+    (
+        IdempotencyConflictError,
+        EXIT_CONFLICT,
+        lambda e: e.naming_fields(lambda field: FLAG_OF_FIELD.get(field, field)),
+    ),
     (RefundNotFoundError, EXIT_NOT_FOUND, str),
     (UnreachableError, EXIT_UNREACHABLE, str),
     (RefundClientError, EXIT_ERROR, str),

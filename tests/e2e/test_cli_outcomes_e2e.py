@@ -140,14 +140,14 @@ async def test_a_conflict_names_the_fields_that_differ(e2e: E2E) -> None:
     assert conflict.out == ""
     assert conflict.err.strip() == (
         f"refunds: error: idempotency conflict: key '{key}' is already used by a refund "
-        "request that differs in amount_minor and reason; use a new key for a new refund (or "
+        "request that differs in --amount and --reason; use a new key for a new refund (or "
         "repeat the first request exactly to attach to it)"
     )
     as_json = await e2e.cli(*other, "--json")
     assert as_json.code == 3
     document = json.loads(as_json.out)
     assert document["error"]["kind"] == "conflict"
-    assert "differs in amount_minor and reason" in document["error"]["message"]
+    assert "differs in --amount and --reason" in document["error"]["message"]
 
 
 async def test_json_not_found_is_a_document(e2e: E2E) -> None:

@@ -71,7 +71,7 @@ def test_run_reports_progress_and_summary(
 def test_json_output_and_conflicts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    conflict = IdempotencyConflictError("idempotency conflict: key 'b-1'")
+    conflict = IdempotencyConflictError("b-1")
     serve(monkeypatch, FakeClient(error=conflict))
     source = tmp_path / "refunds.jsonl"
     source.write_text(jsonl(GOOD))
@@ -84,7 +84,7 @@ def test_json_output_and_conflicts(
             "line": 1,
             "key": "b-1",
             "outcome": "conflict",
-            "detail": "idempotency conflict: key 'b-1'",
+            "detail": str(conflict),
             "status": None,
         }
     ]
