@@ -37,7 +37,9 @@ WORKFLOW_ID_PREFIX = "refund:"
 REFUND_STATE = SearchAttributeKey.for_keyword("RefundState")
 REFUND_PROVIDER = SearchAttributeKey.for_keyword("RefundProvider")
 REFUND_PAYMENT_ID = SearchAttributeKey.for_keyword("RefundPaymentId")
-SEARCH_ATTRIBUTES = (REFUND_STATE, REFUND_PROVIDER, REFUND_PAYMENT_ID)
+# The provider's id of the refund, once known: a provider's webhook names only that.
+REFUND_PROVIDER_REFUND_ID = SearchAttributeKey.for_keyword("RefundProviderRefundId")
+SEARCH_ATTRIBUTES = (REFUND_STATE, REFUND_PROVIDER, REFUND_PAYMENT_ID, REFUND_PROVIDER_REFUND_ID)
 
 
 def workflow_id_for(key: str) -> str:

@@ -33,6 +33,15 @@ class CancelRequest(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
+class CheckNow(BaseModel):
+    """Payload of the `check_now` signal: the provider said the refund changed (a webhook),
+    so its status is read now instead of at the next scheduled check."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    reason: Annotated[str, Field(min_length=1, max_length=200)] = "provider webhook"
+
+
 class CancelAnswer(BaseModel):
     """Answer of the `request_cancel` update, once the cancel has played out."""
 

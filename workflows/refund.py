@@ -76,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         FINAL_STATES,
         REFUND_PAYMENT_ID,
         REFUND_PROVIDER,
+        REFUND_PROVIDER_REFUND_ID,
         REFUND_STATE,
         ProviderRefund,
         ProviderRefundStatus,
@@ -91,6 +92,7 @@ with workflow.unsafe.imports_passed_through():
         CancelAnswer,
         CancelRequest,
         CarriedState,
+        CheckNow,
         LaneClaim,
         LaneExit,
         LaneGrant,
@@ -126,6 +128,9 @@ LANE_PATCH = "per-payment-lane"
 # bounded cancels, failed polls counted toward continue-as-new. Histories recorded before it
 # replay the earlier behaviour.
 MONEY_SAFE_PATCH = "money-safe-v2"
+# Versioning: the provider's refund id is indexed (search attribute RefundProviderRefundId),
+# so a provider webhook that names only it finds the refund. Runs started before it do not.
+REFUND_ID_ATTRIBUTE_PATCH = "index-provider-refund-id"
 TEMPORAL_CANCEL_REASON = "cancellation requested through Temporal"
 
 R = TypeVar("R")
@@ -222,6 +227,11 @@ class RefundWorkflow:
         # Candidates an operator declared not to be this refund's (resend).
         self._excluded: set[str] = set()
         self._awaiting_resolution = False
+        # A provider webhook asked for a status check now (`check_now`); and whether the
+        # provider refund id is indexed (decided when the run starts, by patch).
+        self._check_now = False
+        self._index_refund_id = False
+        self._indexed_refund_id: str | None = None
         self._resolving = False
         self._decision: _Decision | None = None
         now = workflow.now()
@@ -264,6 +274,8 @@ class RefundWorkflow:
             ]
         )
         self._set_state(self._status.state)
+        self._index_refund_id = workflow.patched(REFUND_ID_ATTRIBUTE_PATCH)
+        self._index_provider_refund_id()
         if params.carried is None:
             record_refund_started(self._request.provider.value)
         # Temporal's cancellation cancels this (the primary) task only. The refund runs in a
@@ -295,6 +307,14 @@ class RefundWorkflow:
         self._status.cancel_requested = True
         self._status.cancel_reason = params.reason
         self._touch()
+
+    @workflow.signal(name="check_now")
+    def check_now(self, params: CheckNow) -> None:
+        """Read the provider's status now (a provider webhook said the refund changed).
+        Harmless at any time: before the provider refund exists, or once final, it changes
+        nothing; several before the next check make one check."""
+        if not self._status.is_final:
+            self._check_now = True
 
     @workflow.update(name="request_cancel")
     async def request_cancel(self, params: CancelRequest) -> CancelAnswer:
@@ -754,7 +774,7 @@ class RefundWorkflow:
             self._touch()
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda: self._cancel_pending() or self._decision is not None,
+                    lambda: self._cancel_pending() or self._decision is not None or self._check_now,
                     timeout=delay,
                     timeout_summary="next status check",
                 )
@@ -790,6 +810,7 @@ class RefundWorkflow:
         )
 
     async def _check_status(self) -> None:
+        self._check_now = False
         refund_id = self._require_refund().refund_id
         polled = await self._poll("status", refund_id, f"check refund {refund_id}")
         if isinstance(polled, _Final):
@@ -941,6 +962,7 @@ class RefundWorkflow:
         self._refund = refund
         self._status.provider_refund_id = refund.refund_id
         self._status.provider_status = refund.raw_status
+        self._index_provider_refund_id()
         outcome = {
             ProviderRefundStatus.SUCCEEDED: RefundState.SUCCEEDED,
             ProviderRefundStatus.FAILED: RefundState.FAILED,
@@ -1103,6 +1125,12 @@ class RefundWorkflow:
             started_at=self._status.started_at,
             finished_at=self._status.finished_at,
         )
+
+    def _index_provider_refund_id(self) -> None:
+        refund_id = self._status.provider_refund_id
+        if self._index_refund_id and refund_id and refund_id != self._indexed_refund_id:
+            workflow.upsert_search_attributes([REFUND_PROVIDER_REFUND_ID.value_set(refund_id)])
+            self._indexed_refund_id = refund_id
 
     def _set_state(self, state: RefundState) -> None:
         self._status.state = state

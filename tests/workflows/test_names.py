@@ -14,7 +14,7 @@ from workflows.refund import RefundWorkflow
 def test_refund_workflow_names() -> None:
     definition = workflow._Definition.must_from_class(RefundWorkflow)
     assert definition.name == "RefundWorkflow"
-    assert set(definition.signals) == {"cancel", "admitted"}
+    assert set(definition.signals) == {"cancel", "admitted", "check_now"}
     assert set(definition.updates) == {"request_cancel", "resolve"}
     assert set(definition.queries) == {"status"}
 
