@@ -30,9 +30,11 @@ async def test_check_now_reads_the_status_at_once_and_ends_the_refund(
 ) -> None:
     # Pending at the first check, succeeded at the next.
     fake = FakeProvider(
-        poll_step=lambda n, _: refund(ProviderRefundStatus.PENDING, "M-REFUND-1")
-        if n == 1
-        else refund(ProviderRefundStatus.SUCCEEDED, "M-REFUND-1")
+        poll_step=lambda n, _: (
+            refund(ProviderRefundStatus.PENDING, "M-REFUND-1")
+            if n == 1
+            else refund(ProviderRefundStatus.SUCCEEDED, "M-REFUND-1")
+        )
     )
     async with harness(dev_env, fake) as h:
         handle = await h.start(mews_request(), SLOW_POLLS)
