@@ -1,4 +1,5 @@
-"""The refund worker: runs `RefundWorkflow` and its activities on ``REFUNDS_TASK_QUEUE``.
+"""The refund worker: runs `RefundWorkflow` and its activities on ``REFUNDS_TASK_QUEUE``,
+and the handler of the `refunds` Nexus service (``nexus_service``) on the same task queue.
 
 It holds the provider credentials (the workflows never see them), checks the search
 attributes exist, and stops gracefully on SIGTERM / SIGINT: running activities get
@@ -18,6 +19,7 @@ from temporalio.worker import Worker
 from activities import RefundActivities
 from activities.lane_activities import LaneActivities
 from core.settings import Settings
+from nexus_service.handler import RefundsNexusHandler
 from providers.registry import ProviderDirectory
 from starter.connection import connect, ensure_search_attributes
 from telemetry.logging import setup_logging
@@ -41,6 +43,8 @@ def build_worker(client: Client, settings: Settings, directory: ProviderDirector
         task_queue=settings.refunds_task_queue,
         workflows=[RefundWorkflow, RefundLaneWorkflow],
         activities=[*activities.all, *lane.all],
+        # The `refunds` Nexus service (docs/nexus.md), for callers in other namespaces.
+        nexus_service_handlers=[RefundsNexusHandler.from_settings(settings)],
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
 
