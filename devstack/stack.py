@@ -4,7 +4,9 @@ Three child processes, each in its own process group with its output in
 ``<state dir>/logs/<name>.log``:
 
 * ``temporal``: ``temporal server start-dev`` with a file-backed database
-  (``<state dir>/temporal.db``, so refunds survive a restart) and our search attributes;
+  (``<state dir>/temporal.db``, so refunds survive a restart) and our search attributes; once
+  it answers, the stack makes sure the Nexus endpoint ``refunds`` exists and targets the
+  refunds task queue (docs/nexus.md);
 * ``sim``: ``refunds sim``, both simulators on one port;
 * ``worker``: ``refunds worker``, configured through its environment to use the simulators
   with the credentials they announce on ``GET /``;
@@ -40,14 +42,21 @@ from typing import Any, Self
 
 import httpx
 from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.nexus.v1 import EndpointSpec, EndpointTarget
+from temporalio.api.operatorservice.v1 import (
+    CreateNexusEndpointRequest,
+    ListNexusEndpointsRequest,
+    UpdateNexusEndpointRequest,
+)
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from core.models import SEARCH_ATTRIBUTES
 from core.settings import Settings
 from devstack.process import ChildProcess
+from nexus_service.service import DEFAULT_ENDPOINT as NEXUS_ENDPOINT
 from starter.connection import connect
 
 HOST = "127.0.0.1"
@@ -167,6 +176,11 @@ class EmbeddedStack:
         return f"http://{HOST}:{self.config.api_port}"
 
     @property
+    def nexus_endpoint(self) -> str:
+        """The Nexus endpoint that reaches this stack's worker (the `refunds` service)."""
+        return NEXUS_ENDPOINT
+
+    @property
     def runs_codec(self) -> bool:
         """A codec server is part of the stack: a port for it, and encryption configured."""
         return self.config.codec_port is not None and self.encrypted
@@ -238,6 +252,7 @@ class EmbeddedStack:
                 await self._wait_for_codec()
             self.sim_info = await self._wait_for_sim()
             self.client = await self._wait_for_temporal()
+            await self.ensure_nexus_endpoint()
             await self.start_worker()
             if self.config.api_port is not None:
                 self._api = self._spawn_api()
@@ -293,6 +308,33 @@ class EmbeddedStack:
             await self._temporal.stop(STOP_GRACE_S["temporal"])
         self._temporal = self._spawn_temporal()
         self.client = await self._wait_for_temporal()
+
+    async def ensure_nexus_endpoint(self) -> None:
+        """Make the Nexus endpoint :data:`NEXUS_ENDPOINT` route to this stack's namespace and
+        task queue: created on a fresh database, left alone when it already does (a restart
+        on the same state dir), pointed here when an earlier run used another task queue."""
+        assert self.client is not None
+        operator = self.client.operator_service
+        spec = EndpointSpec(
+            name=NEXUS_ENDPOINT,
+            target=EndpointTarget(
+                worker=EndpointTarget.Worker(namespace=NAMESPACE, task_queue=self.config.task_queue)
+            ),
+        )
+        listed = await operator.list_nexus_endpoints(ListNexusEndpointsRequest(name=NEXUS_ENDPOINT))
+        for endpoint in listed.endpoints:
+            if endpoint.spec.target == spec.target:
+                return
+            await operator.update_nexus_endpoint(
+                UpdateNexusEndpointRequest(id=endpoint.id, version=endpoint.version, spec=spec)
+            )
+            return
+        try:
+            await operator.create_nexus_endpoint(CreateNexusEndpointRequest(spec=spec))
+        except RPCError as err:
+            # Another start on this database made it meanwhile.
+            if err.status != RPCStatusCode.ALREADY_EXISTS:
+                raise
 
     # ------------------------------------------------------------------ internals
 
