@@ -49,7 +49,20 @@ chooses where they are silent. Choices, all unconfirmed upstream:
 * Rate limit: ``rate_limit`` accepted requests per ``AccessToken`` per sliding
   ``rate_window_s``, then 429 with ``Retry-After`` in whole seconds.
 
-Extra control route: ``POST /_sim/payments`` makes a fresh payment of a scenario (201).
+Extra control routes:
+
+* ``POST /_sim/payments`` makes a fresh payment of a scenario (201).
+* ``GET /_sim/refunds``: every refund with its state, each status read that returned it
+  (``reads``: when, and the state it showed) and each change of state (``changes``).
+* ``POST /_sim/refunds/{id}/settle`` (body optional, ``{"state": "Charged" | "Failed" |
+  "Canceled"}``, default the end of its scenario's script): the refund reaches that final state
+  now, without a read, as Mews' side moves on by itself; later reads keep it there. 404 for no
+  such refund, 409 when it is final already (nothing changes, nothing is announced).
+* ``POST /_sim/webhooks`` ``{"url", "duplicates", "max_attempts", "retry_delay_s"}``: send a
+  ``PaymentUpdated`` general webhook for every change of a refund's state from now on:
+  creation, each step a read makes, a settle (:mod:`simulators.mews.webhooks`);
+  ``DELETE /_sim/webhooks`` stops them; ``GET /_sim/webhooks`` shows the configuration (the
+  URL's token masked) and every delivery.
 """
 
 from __future__ import annotations
@@ -64,7 +77,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
@@ -85,6 +98,7 @@ from simulators.mews.seed import (
     DEFAULT_CLIENT_TOKEN,
     DEFAULT_PORTFOLIO_TOKEN,
     ENTERPRISE_ID,
+    INTEGRATION_ID,
     PAYMENT_STATES,
     REFUND_SCRIPTS,
     REFUNDABLE_TYPES,
@@ -92,6 +106,7 @@ from simulators.mews.seed import (
     TEMPLATES,
     Scenario,
 )
+from simulators.mews.webhooks import WebhookConfig, WebhookSender
 
 API = "/api/connector/v1"
 
@@ -120,6 +135,7 @@ SIM_EUR_RATES: dict[str, Decimal] = {
 }
 MAX_INTERVAL_MONTHS = 3
 _DEAD = ("Failed", "Canceled")
+_FINAL = ("Charged", "Failed", "Canceled")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 # The request id of the request being served, shared by the middleware and the handlers.
@@ -191,6 +207,10 @@ class _Entry:
     refunded_payment_id: str | None = None
     script: tuple[str, ...] = ()
     step: int = 0
+    # Refunds only, for ``GET /_sim/refunds``: (when, state shown) of each status read, and
+    # (when, new state) of each change, creation first.
+    reads: list[tuple[datetime, str]] = field(default_factory=list)
+    changes: list[tuple[datetime, str]] = field(default_factory=list)
 
 
 class _SlidingWindow:
@@ -215,6 +235,21 @@ class _SlidingWindow:
 
     def clear(self) -> None:
         self._seen.clear()
+
+
+class SettleRefund(BaseModel):
+    """Body of ``POST /_sim/refunds/{id}/settle``; no state: the end of the refund's script."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: str | None = None
+
+    @field_validator("state")
+    @classmethod
+    def _final_state(cls, value: str | None) -> str | None:
+        if value is not None and value not in _FINAL:
+            raise ValueError(f"state must be one of {', '.join(_FINAL)}")
+        return value
 
 
 class CreatePayment(BaseModel):
@@ -292,12 +327,18 @@ class MewsSimulator:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._limiter = _SlidingWindow(rate_limit, rate_window_s, clock)
+        self.webhooks = WebhookSender(enterprise_id=ENTERPRISE_ID, integration_id=INTEGRATION_ID)
         self._seed()
         routes = [
             Route(f"{API}/payments/refund", self._refund, methods=["POST"]),
             Route(f"{API}/payments/getAll", self._get_all, methods=["POST"]),
             *control_routes(self.core, reset=self._seed, payments=self.payments),
             Route("/_sim/payments", self._create_payment, methods=["POST"]),
+            Route("/_sim/refunds", self._list_refunds, methods=["GET"]),
+            Route("/_sim/refunds/{refund_id}/settle", self._settle, methods=["POST"]),
+            Route("/_sim/webhooks", self._set_webhooks, methods=["POST"]),
+            Route("/_sim/webhooks", self._get_webhooks, methods=["GET"]),
+            Route("/_sim/webhooks", self._delete_webhooks, methods=["DELETE"]),
         ]
         starlette = Starlette(
             routes=routes,
@@ -315,6 +356,7 @@ class MewsSimulator:
     def _seed(self) -> None:
         # Seeded payments are an hour old: recent enough for one getAll window.
         created = datetime.now(UTC) - timedelta(hours=1)
+        self.webhooks.clear_log()
         with self._lock:
             self._entries.clear()
             self._limiter.clear()
@@ -421,6 +463,21 @@ class MewsSimulator:
                     "amount_minor": -e.amount_minor,
                     "currency": e.currency,
                     "state": e.state,
+                }
+                for e in self._entries.values()
+                if e.kind == "Refund"
+            ]
+
+    def refund_history(self) -> list[dict[str, Any]]:
+        """Every refund with its status reads and changes of state (``GET /_sim/refunds``)."""
+        with self._lock:
+            return [
+                {
+                    "refund_id": e.id,
+                    "payment_id": e.refunded_payment_id,
+                    "state": e.state,
+                    "reads": [{"at": at.isoformat(), "state": state} for at, state in e.reads],
+                    "changes": [{"at": at.isoformat(), "state": state} for at, state in e.changes],
                 }
                 for e in self._entries.values()
                 if e.kind == "Refund"
@@ -551,11 +608,14 @@ class MewsSimulator:
                 charged_utc=now if script[0] == "Charged" else None,
                 refunded_payment_id=payment.id,
                 script=script,
+                changes=[(now, script[0])],
             )
             self._entries[refund.id] = refund
         self.core.record_refund(
             payment_id=payment.id, refund_id=refund.id, amount_minor=asked_minor
         )
+        # Announced at once: the webhook may arrive before this answer does.
+        self.webhooks.payment_updated(refund.id)
         return {
             "PaymentId": payment.id,
             "RefundId": refund.id,
@@ -646,24 +706,88 @@ class MewsSimulator:
                 # The items after the cursor's in the same order, whether or not it matches.
                 matching = [e for e in matching if _order_key(e) < _order_key(after)]
             page = matching[:count]
+            changed: list[str] = []
             if payment_ids is not None:
                 for entry in page:
-                    self._advance_locked(entry)
+                    if self._advance_locked(entry):
+                        changed.append(entry.id)
+                    if entry.kind == "Refund":
+                        entry.reads.append((datetime.now(UTC), entry.state))
             rendered = [_render(entry, currency) for entry in page]
+        self.webhooks.payment_updated(*changed)
         return {"Payments": rendered, "Cursor": page[-1].id if page else None}
 
-    def _advance_locked(self, entry: _Entry) -> None:
+    def _advance_locked(self, entry: _Entry) -> bool:
+        """One step on along the refund's script; True when its state changed."""
         if entry.kind != "Refund" or not entry.script:
-            return
+            return False
         entry.step = min(entry.step + 1, len(entry.script) - 1)
         state = entry.script[entry.step]
-        if state != entry.state:
-            entry.state = state
-            entry.updated_utc = datetime.now(UTC)
-            if state == "Charged":
-                entry.charged_utc = entry.updated_utc
+        if state == entry.state:
+            return False
+        self._set_state_locked(entry, state)
+        return True
+
+    def _set_state_locked(self, entry: _Entry, state: str) -> None:
+        entry.state = state
+        entry.updated_utc = datetime.now(UTC)
+        entry.changes.append((entry.updated_utc, state))
+        if state == "Charged":
+            entry.charged_utc = entry.updated_utc
 
     # --- control ----------------------------------------------------------------------------
+
+    async def _list_refunds(self, _: Request) -> Response:
+        return JSONResponse(self.refund_history())
+
+    async def _settle(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            spec = SettleRefund.model_validate_json(raw or b"{}")
+        except ValidationError as exc:
+            return JSONResponse(
+                {
+                    "error": exc.errors(
+                        include_url=False, include_input=False, include_context=False
+                    )
+                },
+                422,
+            )
+        refund_id = str(request.path_params["refund_id"]).lower()
+        with self._lock:
+            entry = self._entries.get(refund_id)
+            if entry is None or entry.kind != "Refund":
+                return JSONResponse({"error": f"no refund {refund_id}"}, 404)
+            if entry.state in _FINAL:
+                return JSONResponse({"error": f"refund {refund_id} is {entry.state} already"}, 409)
+            state = spec.state or (entry.script[-1] if entry.script else "Charged")
+            self._set_state_locked(entry, state)
+            # Final for good: later reads keep this state.
+            entry.script, entry.step = (state,), 0
+        self.webhooks.payment_updated(refund_id)
+        return JSONResponse({"refund_id": refund_id, "state": state})
+
+    async def _set_webhooks(self, request: Request) -> Response:
+        try:
+            config = WebhookConfig.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return JSONResponse(
+                {
+                    "error": exc.errors(
+                        include_url=False, include_input=False, include_context=False
+                    )
+                },
+                422,
+            )
+        self.webhooks.configure(config)
+        return JSONResponse(self.webhooks.describe(), 201)
+
+    async def _get_webhooks(self, _: Request) -> Response:
+        return JSONResponse(self.webhooks.describe())
+
+    async def _delete_webhooks(self, _: Request) -> Response:
+        self.webhooks.configure(None)
+        return Response(status_code=204)
 
     async def _create_payment(self, request: Request) -> Response:
         try:

@@ -32,6 +32,8 @@ DEFAULT_PORTFOLIO_TOKEN = "SIMULATOR-DEMO-PORTFOLIO-TOKEN-2C7E5D9F03"
 
 # The one enterprise (hotel) every simulated payment belongs to.
 ENTERPRISE_ID = "3b0f6a2e-5c1d-4e8f-9a70-1d2c3b4a5e60"
+# The integration (this service's connection to that enterprise) its webhooks name.
+INTEGRATION_ID = "7c4e1f0a-2b3d-4c5e-8f60-9a1b2c3d4e70"
 
 REFUNDABLE_TYPES = ("CreditCardPayment", "AlternativePayment")
 PAYMENT_STATES = ("Charged", "Canceled", "Pending", "Failed", "Verifying")
