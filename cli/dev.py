@@ -147,6 +147,10 @@ async def cmd_dev(args: argparse.Namespace) -> int:
         print(f"\nTemporal UI   {stack.ui_url}")
         print(f"Temporal      {stack.temporal_address}  (namespace default)")
         print(
+            f"Nexus         endpoint {stack.nexus_endpoint} -> namespace default, task queue "
+            f"{stack.config.task_queue}  (service refunds, docs/nexus.md)"
+        )
+        print(
             f"Simulators    {stack.sim_url}  (Mews {stack.sim_url}/mews, "
             f"Paynow {stack.sim_url}/paynow)"
         )
