@@ -22,6 +22,7 @@ from api.auth import AuthConfig
 from api.keys import INSECURE_ENV, KEYS_ENV, KEYS_FILE_ENV, ApiKeysError, Keyring
 from api.problems import Problem, ProblemKind, install_problem_handlers, problem_response
 from api.routes import RefundService, health, refunds
+from api.webhooks import install_log_filter, openapi_schemas, webhooks
 from core.settings import Settings
 
 log = logging.getLogger("refunds.api")
@@ -80,8 +81,13 @@ def create_app(
     )
     app.state.service = service
     app.state.auth = auth
+    # Provider webhooks in (api/webhooks.py): the token is in the path, so it is masked
+    # wherever uvicorn logs a path.
+    app.state.mews_webhook_token = settings.mews_webhook_token
+    install_log_filter()
     app.include_router(refunds)
     app.include_router(health)
+    app.include_router(webhooks)
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.refunds_api_max_body_bytes)
 
@@ -97,6 +103,7 @@ def create_app(
             problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(problem_schema.pop("$defs", {}))
             schemas["Problem"] = problem_schema
+            schemas.update(openapi_schemas())
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     refunds_api_keys_file: Path | None = None
     refunds_api_insecure_no_auth: bool = False
     refunds_api_max_body_bytes: Annotated[int, Field(ge=1024, le=10 * 1024 * 1024)] = 65536
+    # Mews' PaymentUpdated webhook in (docs/api.md): the secret token in the URL registered
+    # with Mews, /webhooks/mews/<token>. Unset: the endpoint answers 404.
+    mews_webhook_token: SecretStr | None = None
 
     def require(self, env_name: str, *, purpose: str) -> SecretStr:
         """The secret stored under ``env_name``, or a start-up error naming it."""

@@ -52,6 +52,7 @@ from telemetry.tracing import traced, tracing_interceptor
 from workflows.models import (
     CancelAnswer,
     CancelRequest,
+    CheckNow,
     RefundWorkflowInput,
     ResolveAnswer,
     ResolveRequest,
@@ -409,6 +410,39 @@ class RefundClient:
         await pages.fetch_next_page()
         items = [await _list_item(execution) for execution in pages.current_page or ()]
         return RefundPage(items, pages.next_page_token)
+
+    async def check_now_by_provider_refund_id(
+        self, provider: ProviderName, refund_id: str, *, reason: str = "provider webhook"
+    ) -> int:
+        """Tell the running refund that the provider knows as ``refund_id`` to read its status
+        now (the `check_now` signal), as a provider's webhook about that refund asks. Returns
+        how many workflows were signalled: 0 for an id no running refund has indexed (unknown,
+        finished, or just submitted: visibility is eventually consistent, so the caller may
+        look again shortly). Harmless to repeat."""
+        query = " AND ".join(
+            [
+                f'WorkflowType="{WORKFLOW_TYPE}"',
+                f'RefundProvider="{provider.value}"',
+                f"RefundProviderRefundId={_quoted(refund_id)}",
+                'ExecutionStatus="Running"',
+            ]
+        )
+        workflow_ids = {
+            execution.id async for execution in self.client.list_workflows(query, limit=10)
+        }
+        signalled = 0
+        for workflow_id in sorted(workflow_ids):
+            # No run id: a refund that continued as new is signalled in its current run.
+            handle = self.client.get_workflow_handle_for(RefundWorkflow.run, workflow_id)
+            try:
+                await handle.signal(RefundWorkflow.check_now, CheckNow(reason=reason))
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                # It ended after visibility listed it: nothing left to check.
+                continue
+            signalled += 1
+        return signalled
 
     async def reachable(self, timeout_s: float = 2.0) -> bool:
         """Temporal answers a health check within ``timeout_s``."""

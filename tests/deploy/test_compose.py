@@ -54,6 +54,7 @@ NOT_FOR_THE_WORKER = {
     "REFUNDS_API_KEYS_FILE",
     "REFUNDS_API_INSECURE_NO_AUTH",
     "REFUNDS_API_MAX_BODY_BYTES",
+    "MEWS_WEBHOOK_TOKEN",
 }
 SIMULATOR_CREDENTIALS = (
     "SIMULATOR-DEMO",
@@ -367,6 +368,15 @@ def test_api_runs_the_same_image_with_its_keys_from_the_environment(compose: Com
     # Never the insecure flag in a deployment; the file passes through when set.
     assert "REFUNDS_API_INSECURE_NO_AUTH" not in env
     assert environment(service_blocks(config(compose))["api"])["REFUNDS_API_KEYS_FILE"] == "null"
+
+
+def test_api_takes_the_mews_webhook_token_from_the_environment(compose: Compose) -> None:
+    token = "whk-" + "7" * 32
+    api = environment(service_blocks(config(compose, MEWS_WEBHOOK_TOKEN=token))["api"])
+    assert api["MEWS_WEBHOOK_TOKEN"] == token
+    # Unset: the endpoint answers 404 (no default token), and the worker never has it.
+    assert environment(service_blocks(config(compose))["api"])["MEWS_WEBHOOK_TOKEN"] == "null"
+    assert "MEWS_WEBHOOK_TOKEN" not in environment(service_blocks(config(compose))["worker"])
 
 
 # --------------------------------------------------------------------------- telemetry
