@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.nexus.v1 import EndpointSpec
+from temporalio.api.operatorservice.v1 import ListNexusEndpointsRequest, UpdateNexusEndpointRequest
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, NexusOperationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -29,7 +31,7 @@ from nexus_service import (
     RefundStatusInput,
 )
 from tests.nexus.callers import RefundCallerWorkflow, RefundStatusCallerWorkflow
-from tests.nexus.conftest import CALLER_TASK_QUEUE, NexusStack, caller_timeout
+from tests.nexus.conftest import CALLER_NAMESPACE, CALLER_TASK_QUEUE, NexusStack, caller_timeout
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -127,6 +129,13 @@ async def test_a_caller_in_another_namespace_starts_a_refund_and_awaits_it(
     memo = await (await nexus.refunds.handle(request.idempotency_key).describe()).memo()
     assert memo["fingerprint"] == request.fingerprint()
     assert memo["started_by"] == f"nexus:{DEFAULT_ENDPOINT}"
+    # The refund's history links back to the workflow that asked for it.
+    history = nexus.refunds.handle(request.idempotency_key).fetch_history_events()
+    started = await anext(aiter(history))
+    linked = {
+        (link.workflow_event.namespace, link.workflow_event.workflow_id) for link in started.links
+    }
+    assert (CALLER_NAMESPACE, handle.id) in linked
 
 
 async def test_the_same_key_twice_attaches_to_one_refund(nexus: NexusStack) -> None:
@@ -204,3 +213,28 @@ async def test_get_status_answers_for_a_refund_and_refuses_an_unknown_key(
         execution_timeout=caller_timeout(),
     )
     assert (await refused(unknown)).type == REFUND_NOT_FOUND
+
+
+async def test_the_stack_keeps_its_endpoint_across_starts(nexus: NexusStack) -> None:
+    """What a restart on the same state dir does: the endpoint is found and left as it is,
+    or pointed back at the stack's task queue if an earlier run used another one."""
+    assert nexus.stack.client is not None
+    operator = nexus.stack.client.operator_service
+    by_name = ListNexusEndpointsRequest(name=DEFAULT_ENDPOINT)
+    [before] = (await operator.list_nexus_endpoints(by_name)).endpoints
+
+    await nexus.stack.ensure_nexus_endpoint()
+    [same] = (await operator.list_nexus_endpoints(by_name)).endpoints
+    assert (same.id, same.version) == (before.id, before.version)
+
+    moved = EndpointSpec()
+    moved.CopyFrom(before.spec)
+    moved.target.worker.task_queue = "elsewhere"
+    await operator.update_nexus_endpoint(
+        UpdateNexusEndpointRequest(id=before.id, version=before.version, spec=moved)
+    )
+    await nexus.stack.ensure_nexus_endpoint()
+    [back] = (await operator.list_nexus_endpoints(by_name)).endpoints
+    assert back.id == before.id
+    assert back.spec.target == before.spec.target
+    assert back.spec.target.worker.task_queue == nexus.stack.config.task_queue
