@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import RefundActivities
+from activities.events import EventActivities
 from activities.lane_activities import LaneActivities
 from core.settings import Settings
 from nexus_service.handler import RefundsNexusHandler
@@ -25,6 +26,7 @@ from starter.connection import connect, ensure_search_attributes
 from telemetry.logging import setup_logging
 from telemetry.metrics import metrics_runtime
 from telemetry.tracing import setup_tracing, tracing_interceptor
+from workflows.events import RefundEventWorkflow
 from workflows.payment_lane import RefundLaneWorkflow
 from workflows.refund import RefundWorkflow
 
@@ -35,14 +37,20 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=15)
 SERVICE_NAME = "refund-worker"
 
 
-def build_worker(client: Client, settings: Settings, directory: ProviderDirectory) -> Worker:
+def build_worker(
+    client: Client,
+    settings: Settings,
+    directory: ProviderDirectory,
+    events: EventActivities | None = None,
+) -> Worker:
     activities = RefundActivities(directory)
     lane = LaneActivities(client)
+    events = events or EventActivities(settings)
     return Worker(
         client,
         task_queue=settings.refunds_task_queue,
-        workflows=[RefundWorkflow, RefundLaneWorkflow],
-        activities=[*activities.all, *lane.all],
+        workflows=[RefundWorkflow, RefundLaneWorkflow, RefundEventWorkflow],
+        activities=[*activities.all, *lane.all, events.deliver],
         # The `refunds` Nexus service (docs/nexus.md), for callers in other namespaces.
         nexus_service_handlers=[RefundsNexusHandler.from_settings(settings)],
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
@@ -56,6 +64,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     setup_logging(logging.INFO)
     tracer_provider = setup_tracing(SERVICE_NAME)
     runtime = metrics_runtime(settings.refunds_metrics_port)
+    events: EventActivities | None = None
     if settings.refunds_metrics_port is not None:
         log.info("metrics on :%d/metrics", settings.refunds_metrics_port)
     try:
@@ -64,7 +73,8 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         if added:
             log.info("registered search attributes %s", ", ".join(added))
         stop = stop or _stop_on_signals()
-        worker = build_worker(client, settings, directory)
+        events = EventActivities(settings)
+        worker = build_worker(client, settings, directory, events)
         log.info(
             "worker connected to %s namespace=%s task_queue=%s providers=%s",
             settings.temporal_address,
@@ -76,6 +86,8 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             await stop.wait()
             log.info("stopping: letting running activities finish")
     finally:
+        if events is not None:
+            await events.aclose()
         await directory.aclose()
         if tracer_provider is not None:
             tracer_provider.shutdown()  # flushes the spans not yet exported

@@ -14,10 +14,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from temporalio.common import SearchAttributeKey
 
 from core.money import CurrencyCode, MinorUnits, Money
+from core.notify_urls import MAX_URL_LENGTH, check_syntax
 
 IdempotencyKey = Annotated[
     str,
@@ -136,6 +137,14 @@ class RefundRequest(_Frozen):
     merchant: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")] = (
         "default"
     )
+    notify_url: Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH)] | None = Field(
+        default=None,
+        description=(
+            "Where signed outcome events (Standard Webhooks) are POSTed: on the final state "
+            "and on NEEDS_ATTENTION. http(s) only; public addresses only unless "
+            "REFUNDS_EVENTS_ALLOW_PRIVATE=true."
+        ),
+    )
 
     @model_validator(mode="after")
     def _amount_and_currency_together(self) -> Self:
@@ -144,6 +153,13 @@ class RefundRequest(_Frozen):
         if not self.reason.strip():
             raise ValueError("reason must not be blank")
         return self
+
+    @field_validator("notify_url")
+    @classmethod
+    def _usable_notify_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            check_syntax(url)
+        return url
 
     @property
     def money(self) -> Money | None:
@@ -189,6 +205,11 @@ class RefundOptions(_Frozen):
     # then look this many times, each lookup finding nothing.
     reconcile_settle_s: Annotated[float, Field(ge=1, le=3_600)] = 30.0
     reconcile_lookups: Annotated[int, Field(ge=1, le=10)] = 2
+    # Outcome events (a request's notify_url): a failed delivery is tried again after this
+    # long, doubling up to the max, until the event is this old; then it is given up.
+    events_retry_initial_s: Annotated[float, Field(gt=0, le=3_600)] = 5.0
+    events_retry_max_s: Annotated[float, Field(gt=0, le=86_400)] = 3_600.0
+    events_give_up_after_s: Annotated[float, Field(gt=0, le=30 * 86_400)] = 3 * 86_400.0
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -216,6 +237,30 @@ class ProviderRefund(BaseModel):
     # refunds: up to 120 h until the merchant balance allows). The attention deadline of a
     # refund is never earlier than its submit time plus this.
     pending_may_last_s: float | None = None
+
+
+class EventDelivery(StrEnum):
+    """Where the delivery of one outcome event stands."""
+
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    GIVEN_UP = "given_up"
+
+
+class OutcomeEvent(BaseModel):
+    """One outcome event of a refund and its delivery to the refund's ``notify_url``."""
+
+    model_config = forward_compatible(frozen=False)
+
+    event_id: str = Field(description="The webhook-id header: the same on every attempt.")
+    type: str = Field(description="refund.succeeded, refund.failed, refund.needs_attention, ...")
+    state: RefundState
+    created_at: datetime
+    delivery: EventDelivery = EventDelivery.SENDING
+    attempts: int = 0
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+    next_attempt_at: datetime | None = None
 
 
 class ResolveAction(StrEnum):
@@ -282,6 +327,8 @@ class RefundStatus(BaseModel):
     started_at: datetime | None = None
     updated_at: datetime | None = None
     finished_at: datetime | None = None
+    # Outcome events sent to the request's notify_url, with how their delivery went.
+    events: list[OutcomeEvent] = Field(default_factory=list)
 
     @property
     def is_final(self) -> bool:

@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     # with Mews, /webhooks/mews/<token>. Unset: the endpoint answers 404.
     mews_webhook_token: SecretStr | None = None
 
+    # Outcome events (a request's notify_url; docs/events.md). The signing secret is the
+    # worker's (Standard Webhooks, "whsec_" + base64). Private, loopback and link-local
+    # receivers are refused unless allowed, where refunds start and on the worker. The retry
+    # timing is read by the starter and carried in each refund, like the poll settings.
+    refunds_events_secret: SecretStr | None = None
+    refunds_events_allow_private: bool = False
+    refunds_events_retry_initial_s: Annotated[float, Field(gt=0, le=3_600)] = 5.0
+    refunds_events_retry_max_s: Annotated[float, Field(gt=0, le=86_400)] = 3_600.0
+    refunds_events_give_up_after_s: Annotated[float, Field(gt=0, le=30 * 86_400)] = 3 * 86_400.0
+
     def require(self, env_name: str, *, purpose: str) -> SecretStr:
         """The secret stored under ``env_name``, or a start-up error naming it."""
         value = getattr(self, env_name.lower(), None)

@@ -37,6 +37,8 @@ from core.models import (
     REFUND_PROVIDER,
     REFUND_STATE,
     WORKFLOW_ID_PREFIX,
+    EventDelivery,
+    OutcomeEvent,
     ProviderName,
     RefundOptions,
     RefundRequest,
@@ -45,10 +47,13 @@ from core.models import (
     workflow_id_for,
 )
 from core.money import describe_amount
+from core.notify_urls import NotifyUrlError, check_notify_url
 from core.settings import Settings
+from providers.errors import InvalidRequestError
 from providers.registry import check_request
 from starter.connection import connect
 from telemetry.tracing import traced, tracing_interceptor
+from workflows.events import RefundEventWorkflow
 from workflows.models import (
     CancelAnswer,
     CancelRequest,
@@ -58,7 +63,7 @@ from workflows.models import (
     ResolveRequest,
 )
 from workflows.names import signal_name, workflow_type_name
-from workflows.refund import RefundWorkflow
+from workflows.refund import EVENT_WORKFLOW_PREFIX, RefundWorkflow
 
 WORKFLOW_TYPE = workflow_type_name(RefundWorkflow)
 
@@ -152,10 +157,19 @@ def summary_line(request: RefundRequest) -> str:
 
 
 class RefundClient:
-    def __init__(self, client: Client, *, task_queue: str, options: RefundOptions) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        task_queue: str,
+        options: RefundOptions,
+        allow_private_notify_urls: bool = False,
+    ) -> None:
         self.client = client
         self.task_queue = task_queue
         self.options = options
+        # REFUNDS_EVENTS_ALLOW_PRIVATE: a notify_url may resolve to a private address.
+        self.allow_private_notify_urls = allow_private_notify_urls
 
     @classmethod
     async def connect(cls, settings: Settings) -> RefundClient:
@@ -163,6 +177,7 @@ class RefundClient:
             await connect(settings, interceptors=[tracing_interceptor()]),
             task_queue=settings.refunds_task_queue,
             options=options_from_settings(settings),
+            allow_private_notify_urls=settings.refunds_events_allow_private,
         )
 
     def handle(self, key: str) -> WorkflowHandle[RefundWorkflow, RefundStatus]:
@@ -236,6 +251,13 @@ class RefundClient:
         """The one way refunds are started: offline checks first, then the workflow with its
         id, memo, search attributes and UI summary."""
         check_request(request)
+        if request.notify_url is not None:
+            try:
+                await check_notify_url(
+                    request.notify_url, allow_private=self.allow_private_notify_urls
+                )
+            except NotifyUrlError as err:
+                raise InvalidRequestError(str(err), provider=request.provider.value) from None
         await self.client.start_workflow(
             RefundWorkflow.run,
             RefundWorkflowInput(request=request, options=self.options),
@@ -285,6 +307,34 @@ class RefundClient:
         return [] if existing is None else _differing_fields(existing, request)
 
     async def status(self, key: str) -> RefundStatus:
+        status = await self._refund_status(key)
+        if status.events:
+            status.events = [
+                await self._delivery(key, number, event)
+                for number, event in enumerate(status.events, start=1)
+            ]
+        return status
+
+    async def _delivery(self, key: str, number: int, event: OutcomeEvent) -> OutcomeEvent:
+        """How the delivery of a refund's ``number``th outcome event stands: asked of its
+        delivery workflow (the refund only knows it started it)."""
+        if event.delivery is not EventDelivery.SENDING:
+            return event
+        handle = self.client.get_workflow_handle_for(
+            RefundEventWorkflow.run, f"{EVENT_WORKFLOW_PREFIX}{key}:{number}"
+        )
+        try:
+            description = await handle.describe()
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                return await handle.query(RefundEventWorkflow.delivery)
+            if description.status == WorkflowExecutionStatus.COMPLETED:
+                return await handle.result()
+        except (RPCError, WorkflowFailureError):
+            # Not started yet (the refund is starting it) or gone: what the refund knows.
+            pass
+        return event
+
+    async def _refund_status(self, key: str) -> RefundStatus:
         handle = self.handle(key)
         try:
             description = await handle.describe()
@@ -524,6 +574,9 @@ def options_from_settings(settings: Settings) -> RefundOptions:
         call_timeout_s=settings.refunds_call_timeout_s,
         reconcile_settle_s=settings.refunds_reconcile_settle_s,
         reconcile_lookups=settings.refunds_reconcile_lookups,
+        events_retry_initial_s=settings.refunds_events_retry_initial_s,
+        events_retry_max_s=settings.refunds_events_retry_max_s,
+        events_give_up_after_s=settings.refunds_events_give_up_after_s,
     )
 
 

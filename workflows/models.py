@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from activities.models import ValidatedRefund
 from core.models import (
+    OutcomeEvent,
     ProviderRefund,
     RefundOptions,
     RefundRequest,
@@ -118,6 +119,20 @@ class CarriedState(BaseModel):
     confirmed_currency: str | None = None
     payer_amount_minor: int | None = None
     voucher_amount_minor: int | None = None
+    events: tuple[OutcomeEvent, ...] = ()
+
+
+class EventInput(BaseModel):
+    """Input of `RefundEventWorkflow`: one outcome event and where it goes."""
+
+    model_config = forward_compatible()
+
+    event: OutcomeEvent
+    url: str
+    # The event's JSON body, the same bytes on every attempt (the timestamp header and the
+    # signature are per attempt).
+    body: str
+    options: RefundOptions
 
 
 class RefundWorkflowInput(BaseModel):

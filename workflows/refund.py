@@ -45,16 +45,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities import RefundActivities
@@ -78,6 +87,7 @@ with workflow.unsafe.imports_passed_through():
         REFUND_PROVIDER,
         REFUND_PROVIDER_REFUND_ID,
         REFUND_STATE,
+        OutcomeEvent,
         ProviderRefund,
         ProviderRefundStatus,
         RefundState,
@@ -93,6 +103,7 @@ with workflow.unsafe.imports_passed_through():
         CancelRequest,
         CarriedState,
         CheckNow,
+        EventInput,
         LaneClaim,
         LaneExit,
         LaneGrant,
@@ -132,6 +143,9 @@ MONEY_SAFE_PATCH = "money-safe-v2"
 # so a provider webhook that names only it finds the refund. Runs started before it do not.
 REFUND_ID_ATTRIBUTE_PATCH = "index-provider-refund-id"
 TEMPORAL_CANCEL_REASON = "cancellation requested through Temporal"
+# The states an outcome event is sent for (a request with a notify_url).
+EVENT_STATES = FINAL_STATES | {RefundState.NEEDS_ATTENTION}
+EVENT_WORKFLOW_PREFIX = "refund-event:"
 
 R = TypeVar("R")
 P = TypeVar("P")
@@ -232,6 +246,9 @@ class RefundWorkflow:
         self._check_now = False
         self._index_refund_id = False
         self._indexed_refund_id: str | None = None
+        # Outcome events whose delivery workflow is being started (awaited before the run
+        # ends or continues as new).
+        self._event_starts: list[asyncio.Task[None]] = []
         self._resolving = False
         self._decision: _Decision | None = None
         now = workflow.now()
@@ -260,6 +277,7 @@ class RefundWorkflow:
             cancel_note=carried.cancel_note if carried else None,
             started_at=carried.started_at if carried else now,
             updated_at=now,
+            events=list(carried.events) if carried else [],
         )
 
     # ----------------------------------------------------------------- messages
@@ -783,6 +801,7 @@ class RefundWorkflow:
                 # Handlers finish first, and a cancel or resolution that came just now is
                 # played out before the run hands over (an update waiting on it would
                 # otherwise wait forever).
+                await self._events_started()
                 if not self._v2:
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     workflow.continue_as_new(self._carry())
@@ -1108,6 +1127,7 @@ class RefundWorkflow:
                 confirmed_currency=s.confirmed_currency,
                 payer_amount_minor=s.payer_amount_minor,
                 voucher_amount_minor=s.voucher_amount_minor,
+                events=tuple(s.events),
             ),
         )
 
@@ -1126,6 +1146,60 @@ class RefundWorkflow:
             finished_at=self._status.finished_at,
         )
 
+    def _send_event(self, state: RefundState, url: str) -> None:
+        """Hand one outcome event to its own delivery workflow (it outlives this one).
+
+        No patch: a request with a notify_url cannot be in a history recorded before events
+        existed (the field was unknown, and requests refuse unknown fields)."""
+        number = len(self._status.events) + 1
+        key = self._request.idempotency_key
+        digest = hashlib.sha256(f"{self._request.workflow_id}/{number}/{state.value}".encode())
+        event = OutcomeEvent(
+            event_id=f"evt_{digest.hexdigest()[:32]}",
+            type=f"refund.{state.value.lower()}",
+            state=state,
+            created_at=workflow.now(),
+        )
+        self._status.events.append(event)
+        body = json.dumps(
+            {
+                "type": event.type,
+                "timestamp": event.created_at.isoformat(),
+                "data": self._status.model_dump(mode="json", exclude={"events"}),
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+        self._event_starts.append(
+            asyncio.create_task(
+                self._start_event_delivery(
+                    f"{EVENT_WORKFLOW_PREFIX}{key}:{number}",
+                    EventInput(event=event, url=url, body=body, options=self._options),
+                )
+            )
+        )
+
+    async def _start_event_delivery(self, workflow_id: str, params: EventInput) -> None:
+        host = urlsplit(params.url).hostname
+        try:
+            await workflow.start_child_workflow(
+                RefundEventWorkflow.run,
+                params,
+                id=workflow_id,
+                task_queue=workflow.info().task_queue,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=f"{params.event.type} of {self._request.workflow_id} to {host}",
+            )
+        except WorkflowAlreadyStartedError:
+            # Started before (a reset replaying past it): that delivery stands.
+            workflow.logger.info("outcome event delivery %s already started", workflow_id)
+
+    async def _events_started(self) -> None:
+        """Every outcome event's delivery has been started (before the run ends or hands
+        over): an event is never lost with the run."""
+        await workflow.wait_condition(lambda: all(t.done() for t in self._event_starts))
+
     def _index_provider_refund_id(self) -> None:
         refund_id = self._status.provider_refund_id
         if self._index_refund_id and refund_id and refund_id != self._indexed_refund_id:
@@ -1133,9 +1207,12 @@ class RefundWorkflow:
             self._indexed_refund_id = refund_id
 
     def _set_state(self, state: RefundState) -> None:
+        previous = self._status.state
         self._status.state = state
         workflow.upsert_search_attributes([REFUND_STATE.value_set(state.value)])
         self._touch()
+        if state is not previous and state in EVENT_STATES and self._request.notify_url:
+            self._send_event(state, self._request.notify_url)
         # Not logged while replaying; workflow_id and run_id are added by the SDK.
         workflow.logger.info(
             "refund is %s",
@@ -1194,6 +1271,7 @@ class RefundWorkflow:
         return f"{verb} {amount} at {self._request.provider.value}"
 
     async def _result(self) -> RefundStatus:
+        await self._events_started()
         # The run never ends with an update still running (its caller would get no answer).
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._status.model_copy()
@@ -1243,4 +1321,5 @@ def _describe(err: BaseException, call: str) -> str:
 # Last: the lane workflow and its refunds signal each other, so each module imports the other
 # once its own class exists; either can then be imported first (in the worker and in the
 # workflow sandbox alike).
+from workflows.events import RefundEventWorkflow  # noqa: E402
 from workflows.payment_lane import RefundLaneWorkflow  # noqa: E402

@@ -52,6 +52,7 @@ def full_request_fields() -> dict[str, Any]:
         requester="alice@example.com",
         metadata={"ticket": "T-1", "channel": "support"},
         merchant="shop_pl-2",
+        notify_url="https://hooks.example.com/refunds",
     )
 
 
@@ -255,6 +256,7 @@ def test_fingerprint_ignores_field_order_and_construction_path() -> None:
     by_reordered_dict = RefundRequest.model_validate(reordered)
     by_json = RefundRequest.model_validate_json(by_dict.model_dump_json())
     by_kwargs = RefundRequest(
+        notify_url="https://hooks.example.com/refunds",
         merchant="shop_pl-2",
         metadata={"channel": "support", "ticket": "T-1"},
         requester="alice@example.com",
@@ -313,6 +315,7 @@ def test_a_field_added_later_with_a_default_keeps_the_fingerprint() -> None:
         ("requester", "bob@example.com"),
         ("metadata", {"ticket": "T-2", "channel": "support"}),
         ("merchant", "shop_pl-3"),
+        ("notify_url", "https://hooks.example.com/refunds/2"),
     ],
 )
 def test_fingerprint_changes_when_any_field_changes(field: str, other: Any) -> None:
@@ -327,6 +330,23 @@ def test_fingerprint_changes_when_any_field_changes(field: str, other: Any) -> N
 def test_fingerprint_covers_every_field() -> None:
     # A new field must be added to the parametrized list above, or the test would prove less.
     assert set(RefundRequest.model_fields) == set(full_request_fields())
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("ftp://hooks.example.com/x", "http:// or https://"),
+        ("https://user:pw@hooks.example.com/x", "credentials"),
+        ("https:///x", "no host"),
+        ("https://hooks.example.com/x#frag", "fragment"),
+        ("https://hooks.example.com:0/x", "port 0"),
+        ("https://hooks.example.com:99999/x", "not a valid URL"),
+    ],
+)
+def test_a_notify_url_that_cannot_be_used_is_refused_offline(url: str, why: str) -> None:
+    with pytest.raises(ValidationError, match=why) as refused:
+        make_request(notify_url=url)
+    assert refused.value.errors()[0]["loc"] == ("notify_url",)
 
 
 def test_amount_and_currency_both_absent_changes_the_fingerprint() -> None:
