@@ -165,6 +165,12 @@ async def cmd_dev(args: argparse.Namespace) -> int:
                     f"              export TOKEN={stack.api_token}\n"
                     f"              curl {bearer} {stack.api_url}/v1/refunds"
                 )
+        if stack.events_secret:
+            print(
+                "Events        outcome events to a refund's notify_url (localhost allowed) are "
+                "signed with a secret made for this run:\n"
+                f"              export REFUNDS_EVENTS_SECRET={stack.events_secret}"
+            )
         print(f"State         {stack.state_dir}/ (temporal.db, logs/)")
         settings = stack.settings()
         initial, longest = settings.refunds_poll_initial_s, settings.refunds_poll_max_s

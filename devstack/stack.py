@@ -17,6 +17,10 @@ Three child processes, each in its own process group with its output in
   API key is configured (``REFUNDS_API_KEYS`` / ``REFUNDS_API_KEYS_FILE``), the stack makes
   a dev key with every scope for this run: ``api_token``, shown in the banner.
 
+Outcome events (docs/events.md): unless ``REFUNDS_EVENTS_SECRET`` is configured, the stack
+makes a signing secret for this run (``events_secret``, shown in the banner), and it lets
+events go to receivers on this machine (``REFUNDS_EVENTS_ALLOW_PRIVATE=true`` unless set).
+
 Each is a :class:`devstack.process.ChildProcess`. Nothing is left behind:
 :meth:`EmbeddedStack.stop` sends SIGTERM to each group (worker first, so running activities
 finish), waits, then SIGKILLs. On Linux every child also gets SIGTERM when the process that
@@ -28,6 +32,7 @@ thread that spawned the child.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import os
 import shutil
@@ -195,6 +200,15 @@ class EmbeddedStack:
     def worker_pid(self) -> int | None:
         return self._worker.pid if self._worker and self._worker.alive else None
 
+    @functools.cached_property
+    def events_secret(self) -> str | None:
+        """The outcome events' signing secret made for this run (None: one is configured)."""
+        values: dict[str, Any] = {k.lower(): v for k, v in self.config.secret_env.items()}
+        configured = Settings(**values)
+        if configured.refunds_events_secret is not None:
+            return None
+        return "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
     def settings_env(self) -> dict[str, str]:
         """The refund settings pointing at this stack, under their environment names."""
         env = {
@@ -202,6 +216,11 @@ class EmbeddedStack:
             "TEMPORAL_NAMESPACE": NAMESPACE,
             "REFUNDS_TASK_QUEUE": self.config.task_queue,
         }
+        if self.events_secret is not None:
+            env["REFUNDS_EVENTS_SECRET"] = self.events_secret
+        if "REFUNDS_EVENTS_ALLOW_PRIVATE" not in os.environ:
+            # A developer's receivers run on this machine.
+            env["REFUNDS_EVENTS_ALLOW_PRIVATE"] = "true"
         for provider in self.sim_info.get("providers", {}).values():
             env.update(provider["env"])
         if self.config.poll_initial_s is not None:
