@@ -61,18 +61,32 @@ from workflows.refund import RefundWorkflow
 
 @service_handler(service=RefundsNexusService)
 class RefundsNexusHandler:
-    """Starts refunds on ``task_queue`` with ``options``, as the worker's settings say."""
+    """Starts refunds on ``task_queue`` with ``options``, as the worker's settings say;
+    ``allow_private_notify_urls`` as ``REFUNDS_EVENTS_ALLOW_PRIVATE`` (RefundClient's check)."""
 
-    def __init__(self, *, task_queue: str, options: RefundOptions) -> None:
+    def __init__(
+        self, *, task_queue: str, options: RefundOptions, allow_private_notify_urls: bool = False
+    ) -> None:
         self.task_queue = task_queue
         self.options = options
+        self.allow_private_notify_urls = allow_private_notify_urls
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RefundsNexusHandler:
-        return cls(task_queue=settings.refunds_task_queue, options=options_from_settings(settings))
+        return cls(
+            task_queue=settings.refunds_task_queue,
+            options=options_from_settings(settings),
+            allow_private_notify_urls=settings.refunds_events_allow_private,
+        )
 
     def _refunds(self, client: Client) -> RefundClient:
-        return RefundClient(client, task_queue=self.task_queue, options=self.options)
+        """The starters' own client, over the worker's connection."""
+        return RefundClient(
+            client,
+            task_queue=self.task_queue,
+            options=self.options,
+            allow_private_notify_urls=self.allow_private_notify_urls,
+        )
 
     # A Temporal operation rather than a plain workflow-run one: a refund already final is
     # answered synchronously, which a workflow-run operation cannot do.
