@@ -15,7 +15,11 @@ Three child processes, each in its own process group with its output in
   browser shows encrypted refunds decrypted (docs/encryption.md);
 * ``api`` (only with an ``api_port``): ``refunds api``, the HTTP API (docs/api.md). When no
   API key is configured (``REFUNDS_API_KEYS`` / ``REFUNDS_API_KEYS_FILE``), the stack makes
-  a dev key with every scope for this run: ``api_token``, shown in the banner.
+  a dev key with every scope for this run: ``api_token``, shown in the banner. With that dev
+  key (or with ``MEWS_WEBHOOK_TOKEN`` configured) the API also gets a Mews webhook token
+  (``mews_webhook_token``, made for the run unless configured; never printed) and the Mews
+  simulator is pointed at ``/webhooks/mews/<token>``: its refunds' changes of state reach
+  their workflows at once, polling stays the fallback (docs/api.md, "Provider webhooks").
 
 Outcome events (docs/events.md): unless ``REFUNDS_EVENTS_SECRET`` is configured, the stack
 makes a signing secret for this run (``events_secret``, shown in the banner), and it lets
@@ -151,6 +155,8 @@ class EmbeddedStack:
         self._api: ChildProcess | None = None
         # The bearer token of the dev key made for this run (None: keys were configured).
         self.api_token: str | None = None
+        # The API's Mews webhook token (None: no webhooks); never printed.
+        self.mews_webhook_token: str | None = None
 
     # ----------------------------------------------------------------- addresses
 
@@ -276,6 +282,7 @@ class EmbeddedStack:
             if self.config.api_port is not None:
                 self._api = self._spawn_api()
                 await self._wait_for_api()
+                await self._send_mews_webhooks_to_api()
         except BaseException:
             await self.stop()
             raise
@@ -458,6 +465,13 @@ class EmbeddedStack:
         if configured.refunds_api_keys is None and configured.refunds_api_keys_file is None:
             self.api_token = new_token()
             env[KEYS_ENV] = dev_key_config(self.api_token)
+        webhook_token = configured.mews_webhook_token
+        if webhook_token is not None and webhook_token.get_secret_value():
+            self.mews_webhook_token = webhook_token.get_secret_value()
+        elif self.api_token is not None:
+            # A dev stack: a webhook token for this run too, like its dev key.
+            self.mews_webhook_token = new_token()
+            env["MEWS_WEBHOOK_TOKEN"] = self.mews_webhook_token
         child = ChildProcess("api", argv, env=env, log_path=self.log_dir / "api.log")
         child.start()
         return child
@@ -467,6 +481,23 @@ class EmbeddedStack:
         assert self._api is not None
         assert self.api_url is not None
         await self._wait_for_http(self._api, "the HTTP API", self.api_url, "GET", "/readyz")
+
+    @property
+    def mews_webhook_url(self) -> str | None:
+        """Where the Mews simulator sends its webhooks, the token masked (for a banner)."""
+        if self.mews_webhook_token is None or self.api_url is None:
+            return None
+        return f"{self.api_url}/webhooks/mews/***"
+
+    async def _send_mews_webhooks_to_api(self) -> None:
+        """Point the Mews simulator's PaymentUpdated webhooks at the API, when it has a token."""
+        if self.mews_webhook_token is None or self.api_url is None:
+            return
+        url = f"{self.api_url}/webhooks/mews/{self.mews_webhook_token}"
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            response = await http.post(f"{self.sim_url}/mews/_sim/webhooks", json={"url": url})
+        if response.status_code != 201:
+            raise StackError(f"the Mews simulator refused the webhook URL ({response.status_code})")
 
     def _deadline(self) -> float:
         return time.monotonic() + self.config.startup_timeout_s
