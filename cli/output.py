@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core.models import RefundStatus, Resolution
+from core.models import EventDelivery, OutcomeEvent, RefundStatus, Resolution
 from core.money import MoneyError, describe_amount, exponent, minor_to_decimal
 
 EMPTY = "-"
@@ -73,6 +73,17 @@ def attempts_line(attempts: int) -> str | None:
     return f"{attempts} (tries of the payment check and the refund call, retries included)"
 
 
+def event_line(event: OutcomeEvent) -> str:
+    """``refund.succeeded delivered (1 attempt)``; a failing one with its last error."""
+    attempts = f"{event.attempts} attempt{'' if event.attempts == 1 else 's'}"
+    line = f"{event.type} {event.delivery.value.replace('_', ' ')} ({attempts})"
+    if event.delivery is not EventDelivery.DELIVERED and event.last_error:
+        line += f": {event.last_error}"
+    if event.next_attempt_at is not None:
+        line += f"; next attempt {event.next_attempt_at.isoformat(timespec='seconds')}"
+    return line
+
+
 def status_pairs(status: RefundStatus) -> list[tuple[str, object]]:
     """The status fields worth reading, in reading order."""
     return [
@@ -94,6 +105,7 @@ def status_pairs(status: RefundStatus) -> list[tuple[str, object]]:
         ("cancel reason", status.cancel_reason),
         ("cancel note", status.cancel_note),
         *(("resolution", resolution_line(r)) for r in status.resolutions),
+        *(("event", event_line(e)) for e in status.events),
         ("next check", status.next_check_at),
         ("started", status.started_at),
         ("updated", status.updated_at),

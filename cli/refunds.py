@@ -68,6 +68,13 @@ def register(commands: Commands) -> None:
     start.add_argument("--key", required=True, help="idempotency key, 1-45 of [A-Za-z0-9._:-]")
     start.add_argument("--requester", help="who asks (for the audit trail)")
     start.add_argument(
+        "--notify-url",
+        metavar="URL",
+        help=(
+            "where signed outcome events are POSTed (final state, NEEDS_ATTENTION); docs/events.md"
+        ),
+    )
+    start.add_argument(
         "--meta", action="append", default=[], metavar="K=V", help="metadata (repeatable)"
     )
     start.add_argument(

@@ -103,6 +103,7 @@ def build_request(args: argparse.Namespace) -> RefundRequest:
         "transfers": [parse_transfer(t, currency) for t in args.transfer],
         "requester": args.requester,
         "metadata": parse_meta(args.meta),
+        "notify_url": args.notify_url,
     }
     return RefundRequest.model_validate(fields)
 

@@ -89,6 +89,7 @@ FLAG_OF_FIELD = {
     "transfers": "--transfer",
     "requester": "--requester",
     "metadata": "--meta",
+    "notify_url": "--notify-url",
 }
 
 
