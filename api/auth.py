@@ -36,6 +36,8 @@ class Caller:
 
     name: str
     scopes: frozenset[Scope]
+    # The key's default outcome-event endpoint (docs/events.md).
+    notify_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,4 +84,4 @@ def caller(
                 )
             },
         )
-    return Caller(key.name, key.scopes)
+    return Caller(key.name, key.scopes, key.notify_url)

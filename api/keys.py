@@ -18,8 +18,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from core.notify_urls import MAX_URL_LENGTH, check_syntax
 from core.settings import Settings
 
 KEYS_ENV = "REFUNDS_API_KEYS"
@@ -42,6 +43,16 @@ class ApiKey(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     scopes: Annotated[frozenset[Scope], Field(min_length=1)]
+    # Where this caller's refunds send their outcome events when a request names no
+    # notify_url (docs/events.md); it then becomes part of the request, as if sent.
+    notify_url: Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH)] | None = None
+
+    @field_validator("notify_url")
+    @classmethod
+    def _usable_notify_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            check_syntax(url)
+        return url
 
 
 _KEY_LIST = TypeAdapter(list[ApiKey])

@@ -129,9 +129,11 @@ async def create_refund(
     ] = None,
 ) -> RefundAccepted:
     try:
-        request = RefundRequest.model_validate(
-            {**body.model_dump(), "idempotency_key": idempotency_key}
-        )
+        fields = {**body.model_dump(), "idempotency_key": idempotency_key}
+        if fields.get("notify_url") is None and who.notify_url is not None:
+            # The key's default endpoint, as if the caller had sent it.
+            fields["notify_url"] = who.notify_url
+        request = RefundRequest.model_validate(fields)
     except ValidationError as err:
         raise _invalid(err, rename={"idempotency_key": "header.Idempotency-Key"}) from None
     started = await service.start(request, traceparent, started_by=who.name)

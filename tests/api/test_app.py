@@ -210,3 +210,33 @@ def test_openapi_is_3_1_and_documents_problem_answers() -> None:
     header = next(p for p in create["parameters"] if p["in"] == "header")
     assert header["name"] == "Idempotency-Key"
     assert header["schema"]["pattern"] == "^[A-Za-z0-9._:-]+$"
+
+
+async def test_a_keys_default_notify_url_goes_into_requests_that_name_none() -> None:
+    service = FakeService()
+    key = {
+        "name": "pms",
+        "sha256": hash_token(TOKEN),
+        "scopes": ["refunds:write"],
+        "notify_url": "https://pms.example.com/refund-events",
+    }
+    app = create_app(settings(refunds_api_keys=json.dumps([key])), service=service)
+    async for client in client_for(app):
+        plain = await client.post("/v1/refunds", json=BODY, headers=HEADERS)
+        assert plain.status_code == 201, plain.text
+        own = {**BODY, "notify_url": "https://other.example.com/hook"}
+        named = await client.post(
+            "/v1/refunds", json=own, headers={**HEADERS, "Idempotency-Key": "unit-2"}
+        )
+        assert named.status_code == 201, named.text
+        bad = await client.post(
+            "/v1/refunds",
+            json={**BODY, "notify_url": "gopher://x"},
+            headers={**HEADERS, "Idempotency-Key": "unit-3"},
+        )
+    assert [r.notify_url for r, _ in service.started] == [
+        "https://pms.example.com/refund-events",
+        "https://other.example.com/hook",
+    ]
+    assert bad.status_code == 422
+    assert "notify_url" in bad.text
