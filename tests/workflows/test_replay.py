@@ -4,7 +4,9 @@
 a change that alters the commands an existing history expects fails here, before it can
 break refunds that are in flight. Each generation has its prefix: none for the first
 workflow, ``lane_`` for the per-payment lane, ``v2_`` for the money-safe workflow
-(patch ``money-safe-v2``) and its account lane. ``python -m tests.workflows.test_replay
+(patch ``money-safe-v2``) and its account lane, ``v3_`` for the indexed provider refund id
+(patch ``index-provider-refund-id``), outcome events and the lanes' details.
+``python -m tests.workflows.test_replay
 PREFIX`` records the scenarios of today's code under a new prefix (never over old files).
 """
 
@@ -28,6 +30,7 @@ from core.models import ProviderRefundStatus, RefundOptions
 from tests.workflows.conftest import venv_binary
 from tests.workflows.fakes import FakeProvider, final_error, refund
 from tests.workflows.test_refund_workflow import mews_request, paynow_request, worker_for
+from workflows.events import RefundEventWorkflow
 from workflows.models import CancelRequest, RefundWorkflowInput, lane_id_for
 from workflows.names import signal_name
 from workflows.payment_lane import RefundLaneWorkflow
@@ -79,6 +82,16 @@ def _scenarios() -> dict[str, tuple[FakeProvider, RefundWorkflowInput, bool]]:
             RefundWorkflowInput(request=mews_request(), options=options),
             False,
         ),
+        "paynow_succeeded_with_outcome_event": (
+            FakeProvider(poll_step=lambda n, _: refund(PENDING if n < 2 else SUCCEEDED)),
+            RefundWorkflowInput(
+                request=paynow_request("replay-7").model_copy(
+                    update={"notify_url": "https://hooks.example.com/refund-events"}
+                ),
+                options=options,
+            ),
+            False,
+        ),
     }
 
 
@@ -105,7 +118,8 @@ async def _record(env: WorkflowEnvironment) -> dict[str, WorkflowHistory]:
 
 def _replayer() -> Replayer:
     return Replayer(
-        workflows=[RefundWorkflow, RefundLaneWorkflow], data_converter=pydantic_data_converter
+        workflows=[RefundWorkflow, RefundLaneWorkflow, RefundEventWorkflow],
+        data_converter=pydantic_data_converter,
     )
 
 
