@@ -200,6 +200,7 @@ def test_openapi_is_3_1_and_documents_problem_answers() -> None:
         "/v1/refunds/{key}/resolve",
         "/healthz",
         "/readyz",
+        "/webhooks/mews/{token}",
     }
     create = paths["/v1/refunds"]["post"]
     assert {"200", "201", "401", "403", "409", "413", "422", "503"} <= set(create["responses"])

@@ -265,7 +265,7 @@ async def test_the_token_never_reaches_a_log_line_of_a_real_server(
     on a socket: the access log line shows the path masked."""
     app = create_app(
         settings(mews_webhook_token=WEBHOOK_TOKEN),
-        service=FakeService(),  # type: ignore[arg-type]
+        service=FakeService({REFUND_ID: 1}),  # type: ignore[arg-type]
     )
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info", lifespan="on")
