@@ -36,7 +36,8 @@ MAKE = "make demo"
 CLI = ".venv/bin/refunds start"
 RAW_START = ".venv/bin/temporal workflow start"
 SIM = ".venv/bin/refunds sim"
-CHECKED = (MAKE, CLI, RAW_START, SIM)
+HTTP = "A=http://"  # run by tests/api/test_readme_http.py, on the API's stack
+CHECKED = (MAKE, CLI, RAW_START, SIM, HTTP)
 
 
 def test_every_snippet_is_checked() -> None:
