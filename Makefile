@@ -55,8 +55,13 @@ chaos: install
 bench: install
 	$(BIN)/python -m benchmarks.codec_overhead
 
+# Two pytest-xdist workers, a test file at a time (module and package fixtures stay whole), in
+# collection order, except that `wall_clock` tests (minutes of real waiting, like the
+# three-minute provider outage) are handed out first: they wait on one worker while the rest
+# of the suite runs on the other. TEST_WORKERS=0 runs everything in this one process.
+TEST_WORKERS ?= 2
 test: system-for-tests lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 schemas: install
 	$(BIN)/python -m starter.schemas --write

@@ -30,7 +30,8 @@ from tests.faults.conftest import (
     FaultStack,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+# wall_clock: it waits out the outage; a parallel run starts it first, beside everything else.
+pytestmark = [pytest.mark.e2e, pytest.mark.wall_clock, pytest.mark.asyncio(loop_scope="session")]
 
 OUTAGE_S = 180.0
 # A Mews reconcile is 2 lookups 5 s apart: long enough to see it happen, short next to the
