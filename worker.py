@@ -82,6 +82,8 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             settings.refunds_task_queue,
             ",".join(p.value for p in directory.enabled),
         )
+        # Profile names only: their credentials never reach a log.
+        log.info("merchant profiles: %s", directory.describe())
         async with worker:
             await stop.wait()
             log.info("stopping: letting running activities finish")

@@ -51,7 +51,7 @@ class RefundActivities:
     async def validate(self, params: ValidateInput) -> ValidatedRefund:
         """Offline checks, then the provider's pre-checks (payment refundable, amount fits)."""
         provider = self._provider(params.request)
-        with observed(provider.name, "validate"), provider_failures():
+        with observed(provider.name, "validate", params.request.merchant), provider_failures():
             provider.check_request(params.request)
             check = await provider.check_refundable(
                 params.request, known_refunded_minor=params.known_refunded_minor
@@ -73,7 +73,7 @@ class RefundActivities:
         unsafe_to_resend = not provider.supports_idempotency_key
         info = activity.info()
         with (
-            observed(provider.name, "submit"),
+            observed(provider.name, "submit", params.request.merchant),
             provider_failures(unsafe_to_resend=unsafe_to_resend),
         ):
             if unsafe_to_resend and info.attempt == 1 and params.resumed:
@@ -113,7 +113,7 @@ class RefundActivities:
     @activity.defn(name="poll_refund_status")
     async def poll_status(self, params: PollInput) -> PolledRefund:
         provider = self._provider(params.request)
-        with observed(provider.name, "poll_status"), provider_failures():
+        with observed(provider.name, "poll_status", params.request.merchant), provider_failures():
             refund = await provider.get_refund(params.request, params.refund_id)
         return PolledRefund(refund=refund, attempt=activity.info().attempt)
 
@@ -121,7 +121,7 @@ class RefundActivities:
     async def cancel(self, params: CancelAtProviderInput) -> CancelAtProviderResult:
         """Cancel at the provider where it allows; "too late" is an answer, not a failure."""
         provider = self._provider(params.request)
-        with observed(provider.name, "cancel"), provider_failures():
+        with observed(provider.name, "cancel", params.request.merchant), provider_failures():
             try:
                 refund = await provider.cancel(params.request, params.refund_id)
             except RefundNotCancellableError as err:
@@ -136,7 +136,10 @@ class RefundActivities:
     @activity.defn(name="find_submitted_refunds")
     async def find_submitted(self, params: FindRefundsInput) -> FoundRefunds:
         provider = self._provider(params.request)
-        with observed(provider.name, "find_submitted"), provider_failures():
+        with (
+            observed(provider.name, "find_submitted", params.request.merchant),
+            provider_failures(),
+        ):
             found = await provider.find_refunds(
                 params.request, created_from=params.created_from, created_to=params.created_to
             )

@@ -22,14 +22,16 @@ from telemetry.metrics import PROVIDER_CALL_RETRIES, PROVIDER_CALLS
 
 
 @contextmanager
-def observed(provider: ProviderName, step: str) -> Iterator[None]:
-    """Count and log one activity attempt's provider work (``step``: validate, submit, ...)."""
+def observed(provider: ProviderName, step: str, merchant: str | None = None) -> Iterator[None]:
+    """Count and log one activity attempt's provider work (``step``: validate, submit, ...);
+    ``merchant``, the request's merchant profile, labels the counters (a name, no secret)."""
     info = activity.info()
     meter = activity.metric_meter()
     calls = meter.create_counter(PROVIDER_CALLS, "Provider HTTP requests by status")
+    profile = {"merchant": merchant} if merchant is not None else {}
     if info.attempt > 1:
         meter.create_counter(PROVIDER_CALL_RETRIES, "Activity attempts after the first").add(
-            1, {"provider": provider.value}
+            1, {"provider": provider.value, **profile}
         )
 
     def count(call: ProviderCall) -> None:
@@ -39,6 +41,7 @@ def observed(provider: ProviderName, step: str) -> Iterator[None]:
                 "provider": call.provider or provider.value,
                 "operation": call.operation or step,
                 "status": call.status,
+                **profile,
             },
         )
 

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     paynow_base_url: str = "https://api.sandbox.paynow.pl"
     paynow_api_key: SecretStr | None = None
     paynow_signature_key: SecretStr | None = None
+    # Merchant profiles (docs/profiles.md): a TOML file naming Mews and Paynow profiles and
+    # where each one's credentials are (environment variables or files, never inline). The
+    # MEWS_*/PAYNOW_* settings above stay the profile "default".
+    refunds_profiles_file: Path | None = None
 
     refunds_http_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     refunds_poll_initial_s: Annotated[float, Field(gt=0)] = 5.0

@@ -1,19 +1,22 @@
-"""Which adapters exist, and building the ones the settings configure.
+"""Which adapters exist, and building the ones the merchant profiles configure.
 
-A provider is enabled when its credentials are set. Half a configuration (one credential of
-two) fails at start-up naming the missing variable; so does a configuration with none.
+A provider is enabled when a merchant profile of it is: the ``MEWS_*``/``PAYNOW_*`` settings
+(the profile ``default``) or ``REFUNDS_PROFILES_FILE`` (:mod:`providers.profiles`). Half a
+configuration (one credential of two) fails at start-up naming the missing variable; so does
+a configuration with none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from core.models import ProviderName, RefundRequest
-from core.settings import MissingSettingError, Settings
+from core.settings import Settings
 from providers.base import RefundProvider
 from providers.errors import InvalidRequestError
-from providers.mews import MewsAdapter, check_mews_request
-from providers.paynow import PaynowAdapter, check_paynow_request
+from providers.mews import check_mews_request
+from providers.paynow import check_paynow_request
+from providers.profiles import DEFAULT_PROFILE, build_adapters, load_profiles
 
 REQUEST_CHECKS: dict[ProviderName, Callable[[RefundRequest], None]] = {
     ProviderName.MEWS: check_mews_request,
@@ -23,11 +26,6 @@ REQUEST_CHECKS: dict[ProviderName, Callable[[RefundRequest], None]] = {
 CREDENTIAL_SETTINGS: dict[ProviderName, tuple[str, ...]] = {
     ProviderName.MEWS: ("MEWS_CLIENT_TOKEN", "MEWS_ACCESS_TOKEN"),
     ProviderName.PAYNOW: ("PAYNOW_API_KEY", "PAYNOW_SIGNATURE_KEY"),
-}
-
-_FACTORIES: dict[ProviderName, Callable[[Settings], RefundProvider]] = {
-    ProviderName.MEWS: MewsAdapter.from_settings,
-    ProviderName.PAYNOW: PaynowAdapter.from_settings,
 }
 
 
@@ -41,64 +39,85 @@ def check_request(request: RefundRequest) -> None:
 
 
 def configured_providers(settings: Settings) -> list[ProviderName]:
-    """Providers whose credentials are all set; half-configured ones are an error."""
-    enabled: list[ProviderName] = []
-    for name, variables in CREDENTIAL_SETTINGS.items():
-        present = [v for v in variables if _is_set(settings, v)]
-        if len(present) == len(variables):
-            enabled.append(name)
-        elif present:
-            missing = ", ".join(v for v in variables if v not in present)
-            raise MissingSettingError(
-                f"{missing} is not set: {name.value} is half configured "
-                f"({', '.join(present)} is set). Set it, or unset the others."
-            )
-    if not enabled:
-        every = ", ".join(v for vs in CREDENTIAL_SETTINGS.values() for v in vs)
-        raise MissingSettingError(
-            f"no provider is configured: set the credentials of at least one ({every})."
-        )
-    return enabled
-
-
-def _is_set(settings: Settings, env_name: str) -> bool:
-    value = getattr(settings, env_name.lower(), None)
-    return value is not None and bool(value.get_secret_value())
+    """Providers with at least one enabled merchant profile; a half-configured provider, or
+    none at all, is an error naming what to set."""
+    return sorted({p.provider for p in load_profiles(settings) if p.enabled})
 
 
 class ProviderDirectory:
-    """The adapters a worker holds, per (merchant profile, provider)."""
+    """The adapters a worker holds, per (merchant profile, provider).
 
-    def __init__(self, providers: Mapping[ProviderName, RefundProvider]) -> None:
-        self._providers = dict(providers)
+    ``providers`` are the profile ``default``'s; ``profiles`` holds any others (and may hold
+    ``default`` too). ``disabled`` lists (profile, provider) pairs that exist but are switched
+    off: a request naming one is refused like an unknown profile, saying so."""
+
+    def __init__(
+        self,
+        providers: Mapping[ProviderName, RefundProvider] | None = None,
+        *,
+        profiles: Mapping[str, Mapping[ProviderName, RefundProvider]] | None = None,
+        disabled: Iterable[tuple[str, ProviderName]] = (),
+    ) -> None:
+        self._profiles: dict[str, dict[ProviderName, RefundProvider]] = {
+            name: dict(adapters) for name, adapters in (profiles or {}).items()
+        }
+        if providers:
+            self._profiles.setdefault(DEFAULT_PROFILE, {}).update(providers)
+        self._disabled = frozenset(disabled)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProviderDirectory:
-        return cls({name: _FACTORIES[name](settings) for name in configured_providers(settings)})
+        profiles = load_profiles(settings)
+        return cls(
+            profiles=build_adapters(profiles),
+            disabled=[(p.name, p.provider) for p in profiles if not p.enabled],
+        )
 
     @property
     def enabled(self) -> list[ProviderName]:
-        return sorted(self._providers)
+        return sorted({name for adapters in self._profiles.values() for name in adapters})
+
+    def profile_names(self, provider: ProviderName) -> list[str]:
+        """The enabled profiles of ``provider``, by name (never anything more)."""
+        return sorted(m for m, adapters in self._profiles.items() if provider in adapters)
+
+    def describe(self) -> str:
+        """One line for logs and messages: every profile per provider, names only."""
+        parts = []
+        for provider in ProviderName:
+            names = self.profile_names(provider)
+            off = sorted(m for m, p in self._disabled if p is provider)
+            if off:
+                names += [f"{m} (disabled)" for m in off]
+            parts.append(f"{provider.value}: {', '.join(names) if names else 'none'}")
+        return "; ".join(parts)
 
     def for_request(self, request: RefundRequest) -> RefundProvider:
-        # One merchant profile for now; the request names it so more can come without
-        # putting credentials into workflow input.
-        if request.merchant != "default":
+        provider, merchant = request.provider, request.merchant
+        adapter = self._profiles.get(merchant, {}).get(provider)
+        if adapter is not None:
+            return adapter
+        # Names only, never a credential: the message lands in the workflow's history.
+        if (merchant, provider) in self._disabled:
             raise ProviderNotConfiguredError(
-                f"merchant profile {request.merchant!r} is not configured on this worker"
+                f"merchant profile {merchant!r} is disabled for {provider.value} on this "
+                f"worker; profiles: {self.describe()}"
             )
-        try:
-            return self._providers[request.provider]
-        except KeyError:
-            variables = " and ".join(CREDENTIAL_SETTINGS[request.provider])
+        if merchant == DEFAULT_PROFILE and not self.profile_names(provider):
+            variables = " and ".join(CREDENTIAL_SETTINGS[provider])
             raise ProviderNotConfiguredError(
-                f"provider {request.provider.value} is not configured on this worker "
-                f"(set {variables})"
-            ) from None
+                f"provider {provider.value} is not configured on this worker "
+                f"(set {variables}, or name {provider.value} profiles in REFUNDS_PROFILES_FILE)"
+            )
+        raise ProviderNotConfiguredError(
+            f"merchant profile {merchant!r} is not configured for {provider.value} on this "
+            f"worker; profiles: {self.describe()}"
+        )
 
     async def aclose(self) -> None:
-        for provider in self._providers.values():
-            await provider.aclose()
+        for adapters in self._profiles.values():
+            for provider in adapters.values():
+                await provider.aclose()
 
 
 __all__ = [

@@ -47,6 +47,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from core.models import ProviderName, ProviderRefund, ProviderRefundStatus, RefundRequest
 from core.settings import Settings
 from providers.base import RefundableCheck
+from providers.credentials import Credential, as_credential
 from providers.errors import (
     AmountExceedsRefundableError,
     BadRequestError,
@@ -312,11 +313,24 @@ class PaynowAdapter:
     """:class:`providers.base.RefundProvider` for Paynow v3."""
 
     def __init__(
-        self, *, client: httpx.AsyncClient, api_key: SecretStr, signature_key: SecretStr
+        self,
+        *,
+        client: httpx.AsyncClient,
+        api_key: SecretStr | Credential,
+        signature_key: SecretStr | Credential,
     ) -> None:
         self._client = client
-        self._auth = PaynowSignatureAuth(api_key=api_key, signature_key=signature_key)
-        self._secrets = (api_key.get_secret_value(), signature_key.get_secret_value())
+        self._api_key = as_credential(api_key)
+        self._signature_key = as_credential(signature_key)
+        self._auth = PaynowSignatureAuth(api_key=self._api_key, signature_key=self._signature_key)
+
+    @property
+    def _secrets(self) -> tuple[str, str]:
+        # Read per call: a secret read from a file may have been rotated.
+        return (
+            self._api_key.current().get_secret_value(),
+            self._signature_key.current().get_secret_value(),
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PaynowAdapter:

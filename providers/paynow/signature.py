@@ -28,6 +28,8 @@ from collections.abc import Generator, Mapping, Sequence
 import httpx
 from pydantic import SecretStr
 
+from providers.credentials import Credential, as_credential
+
 API_KEY_HEADER = "Api-Key"
 SIGNATURE_HEADER = "Signature"
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
@@ -95,22 +97,25 @@ class PaynowSignatureAuth(httpx.Auth):
 
     requires_request_body = True
 
-    def __init__(self, *, api_key: SecretStr, signature_key: SecretStr) -> None:
-        self._api_key = api_key
-        self._signature_key = signature_key
+    def __init__(
+        self, *, api_key: SecretStr | Credential, signature_key: SecretStr | Credential
+    ) -> None:
+        # Asked for on every request: a secret read from a file may have been rotated.
+        self._api_key = as_credential(api_key)
+        self._signature_key = as_credential(signature_key)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(api_key={self._api_key!r}, signature_key=**********)"
+        return f"{type(self).__name__}(api_key=**********, signature_key=**********)"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         idempotency_key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
         if not idempotency_key:
             raise ValueError("a Paynow v3 request needs an Idempotency-Key header to be signed")
-        request.headers[API_KEY_HEADER] = self._api_key.get_secret_value()
+        request.headers[API_KEY_HEADER] = self._api_key.current().get_secret_value()
         request.headers[SIGNATURE_HEADER] = sign_request(
             api_key=request.headers[API_KEY_HEADER],
             idempotency_key=idempotency_key,
-            signature_key=self._signature_key,
+            signature_key=self._signature_key.current(),
             body=request.content,
             parameters=query_parameters(request.url),
         )
