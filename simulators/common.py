@@ -33,10 +33,12 @@ How long a fault lasts:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -98,6 +100,10 @@ class JournalEntry(BaseModel):
     status: int | None
     fault: str | None = None
     idempotency_key: str | None = None
+    # The tenant whose credentials the request carried (None: none matched, or a control
+    # route), and a short digest of the credential it used: never the secret itself.
+    tenant: str | None = None
+    credential: str | None = None
 
 
 class RefundRecord(BaseModel):
@@ -106,6 +112,32 @@ class RefundRecord(BaseModel):
     refund_id: str
     amount_minor: int | None
     idempotency_key: str | None = None
+    tenant: str | None = None
+    credential: str | None = None
+
+
+# The journal entry of the request being served: the simulator's handlers note on it which
+# tenant's credentials the request carried (:func:`note_tenant`).
+_CURRENT_ENTRY: ContextVar[JournalEntry | None] = ContextVar("sim_journal_entry", default=None)
+
+
+def credential_digest(secret: str) -> str:
+    """What a journal shows of a credential: 12 hex digits of its SHA-256."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def note_tenant(tenant: str, secret: str) -> None:
+    """Record on the current request's journal entry the tenant and credential it used."""
+    entry = _CURRENT_ENTRY.get()
+    if entry is not None:
+        entry.tenant = tenant
+        entry.credential = credential_digest(secret)
+
+
+def current_tenant() -> tuple[str | None, str | None]:
+    """(tenant, credential digest) noted for the request being served."""
+    entry = _CURRENT_ENTRY.get()
+    return (entry.tenant, entry.credential) if entry is not None else (None, None)
 
 
 @dataclass
@@ -183,6 +215,7 @@ class SimulatorCore:
         amount_minor: int | None,
         idempotency_key: str | None = None,
     ) -> None:
+        tenant, credential = current_tenant()
         with self._lock:
             self.refunds.append(
                 RefundRecord(
@@ -191,6 +224,8 @@ class SimulatorCore:
                     refund_id=refund_id,
                     amount_minor=amount_minor,
                     idempotency_key=idempotency_key,
+                    tenant=tenant,
+                    credential=credential,
                 )
             )
 
@@ -250,6 +285,20 @@ class FaultMiddleware:
         if fault is not None:
             entry.fault = fault.kind.value
 
+        entry_token = _CURRENT_ENTRY.set(None if is_control else entry)
+        try:
+            await self._serve(scope, receive, send, entry, fault)
+        finally:
+            _CURRENT_ENTRY.reset(entry_token)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        entry: JournalEntry,
+        fault: FaultSpec | None,
+    ) -> None:
         status_holder: list[int] = []
 
         async def recording_send(message: Message) -> None:

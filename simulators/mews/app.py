@@ -6,6 +6,14 @@ chooses where they are silent. Choices, all unconfirmed upstream:
 * Errors use Mews' body ``{Message, RequestId, Details}``; every response, errors and faults
   included, carries a ``Request-Id`` header equal to the body's ``RequestId``.
 * Missing or wrong ``ClientToken``/``AccessToken`` -> 401. A missing ``Client`` -> 400.
+* **Tenants.** Each :class:`MewsTenant` holds a ``ClientToken``/``AccessToken`` pair and the
+  enterprises its token reaches: an enterprise's own token reaches one, a Portfolio Access
+  Token several (PROVIDERS.md, Mews: "Each property (enterprise) has its own AccessToken; a
+  Portfolio Access Token covers several"). A token sees and refunds only its enterprises'
+  payments; another enterprise's payment is "Invalid PaymentId." (400). The journal records
+  each request's tenant and a digest of its access token, never the token. Seeded: tenant
+  ``default`` (the demo token, enterprise :data:`ENTERPRISE_ID`) and ``portfolio`` (the demo
+  portfolio token, the same enterprise); ``PUT /_sim/tenants/{name}`` adds or replaces one.
 * A Portfolio Access Token needs ``EnterpriseId`` on ``payments/refund`` (400 without it);
   with a normal token ``EnterpriseId`` is ignored, as documented.
 * Malformed JSON, non-UUID ids, an empty ``Reason``, a ``ValueToRefund`` that is not a number,
@@ -51,7 +59,12 @@ chooses where they are silent. Choices, all unconfirmed upstream:
 
 Extra control routes:
 
-* ``POST /_sim/payments`` makes a fresh payment of a scenario (201).
+* ``POST /_sim/payments`` makes a fresh payment of a scenario (201); ``enterprise_id`` puts it
+  on another enterprise (default :data:`ENTERPRISE_ID`, or the given account's).
+* ``PUT /_sim/tenants/{name}`` ``{"client_token", "access_token", "enterprise_ids"?,
+  "portfolio"?}``: add a tenant, or replace its credentials (a rotation: the old ones are
+  refused from then on); an enterprise's own token names one enterprise (a new one when
+  unset), a portfolio token at least one. ``GET /_sim/tenants`` lists them, tokens as digests.
 * ``GET /_sim/refunds``: every refund with its state, each status read that returned it
   (``reads``: when, and the state it showed) and each change of state (``changes``).
 * ``POST /_sim/refunds/{id}/settle`` (body optional, ``{"state": "Charged" | "Failed" |
@@ -92,7 +105,13 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from core.money import CURRENCY_EXPONENTS, minor_to_decimal
-from simulators.common import FaultMiddleware, SimulatorCore, control_routes
+from simulators.common import (
+    FaultMiddleware,
+    SimulatorCore,
+    control_routes,
+    credential_digest,
+    note_tenant,
+)
 from simulators.mews.seed import (
     DEFAULT_ACCESS_TOKEN,
     DEFAULT_CLIENT_TOKEN,
@@ -265,6 +284,8 @@ class CreatePayment(BaseModel):
     refunded_minor: int | None = Field(default=None, ge=0, strict=True)
     # An existing account to add the payment to (404 if unknown); a new account when unset.
     account_id: uuid.UUID | None = None
+    # The enterprise (property) the payment belongs to: the account's, else ENTERPRISE_ID.
+    enterprise_id: uuid.UUID | None = None
 
     @field_validator("currency")
     @classmethod
@@ -306,6 +327,36 @@ def _format(amount_minor: int, currency: str) -> str:
     return f"{minor_to_decimal(amount_minor, currency):.{places}f} {currency}"
 
 
+@dataclass(frozen=True)
+class MewsTenant:
+    """One set of credentials the simulator accepts, and the enterprises its token reaches."""
+
+    name: str
+    client_token: str
+    access_token: str
+    enterprise_ids: tuple[str, ...]
+    portfolio: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "enterprise_ids": list(self.enterprise_ids),
+            "portfolio": self.portfolio,
+            "access_token": credential_digest(self.access_token),
+        }
+
+
+class TenantSpec(BaseModel):
+    """Body of ``PUT /_sim/tenants/{name}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_token: str = Field(min_length=1, max_length=200)
+    access_token: str = Field(min_length=1, max_length=200)
+    enterprise_ids: list[uuid.UUID] | None = Field(default=None, min_length=1, max_length=100)
+    portfolio: bool = False
+
+
 class MewsSimulator:
     """The simulator: ``.app`` to serve, ``.core`` for faults and the journal."""
 
@@ -322,6 +373,11 @@ class MewsSimulator:
         self.client_token = client_token
         self.access_token = access_token
         self.portfolio_access_token = portfolio_access_token
+        self._initial_tenants = (
+            MewsTenant("default", client_token, access_token, (ENTERPRISE_ID,)),
+            MewsTenant("portfolio", client_token, portfolio_access_token, (ENTERPRISE_ID,), True),
+        )
+        self._tenants = {t.name: t for t in self._initial_tenants}
         # One clock for the rate limit and for timed (``duration_s``) faults.
         self.core = SimulatorCore(clock=clock)
         self._lock = threading.Lock()
@@ -337,6 +393,8 @@ class MewsSimulator:
             Route("/_sim/refunds", self._list_refunds, methods=["GET"]),
             Route("/_sim/refunds/{refund_id}/settle", self._settle, methods=["POST"]),
             Route("/_sim/webhooks", self._set_webhooks, methods=["POST"]),
+            Route("/_sim/tenants", self._list_tenants, methods=["GET"]),
+            Route("/_sim/tenants/{name}", self._put_tenant, methods=["PUT"]),
             Route("/_sim/webhooks", self._get_webhooks, methods=["GET"]),
             Route("/_sim/webhooks", self._delete_webhooks, methods=["DELETE"]),
         ]
@@ -358,6 +416,7 @@ class MewsSimulator:
         created = datetime.now(UTC) - timedelta(hours=1)
         self.webhooks.clear_log()
         with self._lock:
+            self._tenants = {t.name: t for t in self._initial_tenants}
             self._entries.clear()
             self._limiter.clear()
             for seed in SEEDED_PAYMENTS:
@@ -384,13 +443,14 @@ class MewsSimulator:
         state: str | None = None,
         refunded_minor: int | None = None,
         earlier_refund_id: str | None = None,
+        enterprise_id: str = ENTERPRISE_ID,
     ) -> _Entry:
         template = TEMPLATES[scenario]
         payment_state = state or template.state
         payment = _Entry(
             id=payment_id,
             account_id=account_id,
-            enterprise_id=ENTERPRISE_ID,
+            enterprise_id=enterprise_id,
             kind="Payment",
             type=type_ or template.type,
             state=payment_state,
@@ -408,7 +468,7 @@ class MewsSimulator:
             refund = _Entry(
                 id=earlier_refund_id or str(uuid.uuid4()),
                 account_id=account_id,
-                enterprise_id=ENTERPRISE_ID,
+                enterprise_id=enterprise_id,
                 kind="Refund",
                 type=payment.type,
                 state="Charged",
@@ -490,8 +550,9 @@ class MewsSimulator:
         message = "Wrong URL." if status == 404 else str(getattr(exc, "detail", "Error."))
         return JSONResponse(error_body(status, message), status)
 
-    async def _authorised_body(self, request: Request) -> tuple[dict[str, Any], bool]:
-        """The JSON body after the token, client and rate checks; True for a Portfolio token."""
+    async def _authorised_body(self, request: Request) -> tuple[dict[str, Any], MewsTenant]:
+        """The JSON body after the token, client and rate checks, and the tenant whose
+        credentials it carried."""
         raw = await request.body()
         try:
             # Decimal keeps ValueToRefund exactly as sent: sub-cent checks see the real digits.
@@ -501,11 +562,13 @@ class MewsSimulator:
         if not isinstance(body, dict):
             raise MewsRequestError(400, "Invalid request: the body must be a JSON object.")
         client_token, access_token = body.get("ClientToken"), body.get("AccessToken")
-        if client_token != self.client_token or access_token not in (
-            self.access_token,
-            self.portfolio_access_token,
-        ):
+        with self._lock:
+            tenant = next(
+                (t for t in self._tenants.values() if t.access_token == access_token), None
+            )
+        if tenant is None or client_token != tenant.client_token:
             raise MewsRequestError(401, MSG_BAD_TOKENS)
+        note_tenant(tenant.name, tenant.access_token)
         client = body.get("Client")
         if not isinstance(client, str) or not client.strip():
             raise MewsRequestError(400, "Client is required: the name and version of the client.")
@@ -519,7 +582,7 @@ class MewsSimulator:
                 ),
                 {"Retry-After": str(max(1, math.ceil(wait)))},
             )
-        return body, access_token == self.portfolio_access_token
+        return body, tenant
 
     # --- payments/refund ------------------------------------------------------------------
 
@@ -530,7 +593,8 @@ class MewsSimulator:
             return _error_response(err)
 
     async def _do_refund(self, request: Request) -> dict[str, Any]:
-        body, portfolio = await self._authorised_body(request)
+        body, tenant = await self._authorised_body(request)
+        portfolio = tenant.portfolio
         enterprise_id = body.get("EnterpriseId")
         if portfolio:
             if enterprise_id is None:
@@ -560,6 +624,7 @@ class MewsSimulator:
             if (
                 payment is None
                 or payment.kind != "Payment"
+                or payment.enterprise_id not in tenant.enterprise_ids
                 or (portfolio and str(enterprise_id).lower() != payment.enterprise_id)
             ):
                 raise MewsRequestError(400, "Invalid PaymentId.")
@@ -636,7 +701,8 @@ class MewsSimulator:
             return _error_response(err)
 
     async def _do_get_all(self, request: Request) -> dict[str, Any]:
-        body, portfolio = await self._authorised_body(request)
+        body, tenant = await self._authorised_body(request)
+        portfolio = tenant.portfolio
         limitation = body.get("Limitation")
         if not isinstance(limitation, dict):
             raise MewsRequestError(400, "Limitation is required.")
@@ -680,7 +746,9 @@ class MewsSimulator:
             ):
                 raise MewsRequestError(400, "Invalid States.")
             narrowing.append(lambda e: e.state in states)
-        # With a normal token the scope is its one enterprise; a Portfolio token sees all.
+        # A token sees its enterprises only: a normal token its one, a Portfolio token those
+        # it covers, which EnterpriseIds may narrow further.
+        narrowing.append(lambda e: e.enterprise_id in tenant.enterprise_ids)
         enterprise_ids = _id_list(body, "EnterpriseIds", MAX_COUNT) if portfolio else None
         if enterprise_ids is not None:
             narrowing.append(lambda e: e.enterprise_id in enterprise_ids)
@@ -789,6 +857,51 @@ class MewsSimulator:
         self.webhooks.configure(None)
         return Response(status_code=204)
 
+    def tenants(self) -> list[dict[str, Any]]:
+        """Every tenant, its access token as a digest."""
+        with self._lock:
+            return [t.describe() for t in self._tenants.values()]
+
+    def put_tenant(self, name: str, spec: TenantSpec) -> MewsTenant:
+        """Add tenant ``name`` or replace its credentials; ``ValueError`` when unusable."""
+        if spec.enterprise_ids is None:
+            if spec.portfolio:
+                raise ValueError("a portfolio token needs enterprise_ids")
+            enterprises: tuple[str, ...] = (str(uuid.uuid4()),)
+        else:
+            enterprises = tuple(str(e) for e in spec.enterprise_ids)
+        if not spec.portfolio and len(enterprises) != 1:
+            raise ValueError("an enterprise's own token reaches exactly one enterprise")
+        tenant = MewsTenant(name, spec.client_token, spec.access_token, enterprises, spec.portfolio)
+        with self._lock:
+            if any(
+                t.access_token == spec.access_token and t.name != name
+                for t in self._tenants.values()
+            ):
+                raise ValueError("that access token belongs to another tenant")
+            self._tenants[name] = tenant
+        return tenant
+
+    async def _list_tenants(self, _: Request) -> Response:
+        return JSONResponse(self.tenants())
+
+    async def _put_tenant(self, request: Request) -> Response:
+        try:
+            spec = TenantSpec.model_validate_json(await request.body())
+            tenant = self.put_tenant(str(request.path_params["name"]), spec)
+        except ValidationError as exc:
+            return JSONResponse(
+                {
+                    "error": exc.errors(
+                        include_url=False, include_input=False, include_context=False
+                    )
+                },
+                422,
+            )
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 409)
+        return JSONResponse(tenant.describe())
+
     async def _create_payment(self, request: Request) -> Response:
         try:
             spec = CreatePayment.model_validate_json(await request.body())
@@ -810,10 +923,16 @@ class MewsSimulator:
             return JSONResponse({"error": "refunded_minor is more than amount_minor"}, 422)
         with self._lock:
             account_id = str(spec.account_id) if spec.account_id else str(uuid.uuid4())
-            if spec.account_id is not None and not any(
-                e.account_id == account_id for e in self._entries.values()
-            ):
+            on_account = [e for e in self._entries.values() if e.account_id == account_id]
+            if spec.account_id is not None and not on_account:
                 return JSONResponse({"error": f"unknown account_id {account_id}"}, 404)
+            enterprise_id = (
+                str(spec.enterprise_id)
+                if spec.enterprise_id
+                else on_account[0].enterprise_id
+                if on_account
+                else ENTERPRISE_ID
+            )
             payment = self._add_payment_locked(
                 scenario=spec.scenario,
                 payment_id=str(uuid.uuid4()),
@@ -825,6 +944,7 @@ class MewsSimulator:
                 type_=spec.type,
                 state=spec.state,
                 refunded_minor=refunded,
+                enterprise_id=enterprise_id,
             )
             described = self._describe_locked(payment)
         return JSONResponse(described, 201)

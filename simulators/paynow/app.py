@@ -19,6 +19,16 @@ Every v3 call is checked as Paynow documents it, in this order:
 Business rules and the refund state machine live in :mod:`simulators.paynow.state`; every
 error body carries only errorTypes listed there.
 
+**Shops.** "Each shop has its own Api-Key and Signature-Key" (PROVIDERS.md): the simulator
+holds several shops (:class:`PaynowShop`), each with its own key pair and its own payments
+and refunds. The ``Api-Key`` picks the shop, its Signature-Key must have signed the request,
+and another shop's payment or refund is 404 ``NOT_FOUND``, as an unknown one. Idempotency keys
+are kept per shop. The journal records each request's shop and a digest of its Api-Key, never
+a key. The seeded shop is ``default`` (the demo keys, every seeded payment);
+``PUT /_sim/shops/{name}`` ``{"api_key", "signature_key"}`` adds a shop or replaces its keys
+(a rotation: the old ones are refused from then on); ``GET /_sim/shops`` lists the shops, keys
+as digests; ``POST /_sim/payments`` takes ``"shop"`` (default ``default``).
+
 Besides the shared control routes (:func:`simulators.common.control_routes`):
 
 * ``POST /_sim/payments`` creates a payment: JSON ``{"scenario", "amount_minor"?, "currency"?,
@@ -43,6 +53,7 @@ import hmac
 import json
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -51,7 +62,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.common import CONTROL_PREFIX, FaultMiddleware, SimulatorCore, control_routes
+from simulators.common import (
+    CONTROL_PREFIX,
+    FaultMiddleware,
+    SimulatorCore,
+    control_routes,
+    credential_digest,
+    note_tenant,
+)
 from simulators.paynow.seed import (
     AWAITING_EXPIRY_S,
     DEFAULT_AMOUNT_MINOR,
@@ -60,7 +78,7 @@ from simulators.paynow.seed import (
     DEFAULT_SIGNATURE_KEY,
     SCENARIOS,
 )
-from simulators.paynow.state import Answer, PaynowState, error_answer
+from simulators.paynow.state import DEFAULT_SHOP, Answer, PaynowState, error_answer
 
 PAYMENT_ID = re.compile(r"^([a-zA-Z0-9]{4}(-[a-zA-Z0-9]{3}){3})$")
 # Undocumented for refunds: held to the payment id's pattern (see the module docstring).
@@ -173,6 +191,7 @@ class NewPayment(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    shop: Annotated[str, Field(min_length=1, max_length=64)] = DEFAULT_SHOP
     scenario: str
     amount_minor: Annotated[int, Field(gt=0, le=MAX_AMOUNT, strict=True)] = DEFAULT_AMOUNT_MINOR
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = DEFAULT_CURRENCY
@@ -181,6 +200,27 @@ class NewPayment(BaseModel):
     refunded_minor: Annotated[int, Field(ge=0, strict=True)] | None = None
     marketplace: Annotated[bool, Field(strict=True)] | None = None
     voucher_minor: Annotated[int, Field(ge=0, strict=True)] | None = None
+
+
+class ShopKeys(BaseModel):
+    """``PUT /_sim/shops/{name}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: Annotated[str, Field(min_length=1, max_length=200)]
+    signature_key: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+@dataclass(frozen=True)
+class PaynowShop:
+    """One shop: the key pair it signs with."""
+
+    name: str
+    api_key: str
+    signature_key: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "api_key": credential_digest(self.api_key)}
 
 
 class ClockStep(BaseModel):
@@ -203,6 +243,8 @@ class PaynowSimulator:
     ) -> None:
         self._api_key = api_key
         self._signature_key = signature_key
+        self._initial_shop = PaynowShop(DEFAULT_SHOP, api_key, signature_key)
+        self._shops = {DEFAULT_SHOP: self._initial_shop}
         self.core = SimulatorCore()
         self.state = PaynowState(self.core, awaiting_expiry_s=awaiting_expiry_s)
         routes = [
@@ -213,7 +255,9 @@ class PaynowSimulator:
             Route(f"{CONTROL_PREFIX}/payments", self._add_payment, methods=["POST"]),
             Route(f"{CONTROL_PREFIX}/payments/{{payment_id}}/fund", self._fund, methods=["POST"]),
             Route(f"{CONTROL_PREFIX}/clock", self._advance_clock, methods=["POST"]),
-            *control_routes(self.core, reset=self.state.reset, payments=self.payments),
+            Route(f"{CONTROL_PREFIX}/shops", self._list_shops, methods=["GET"]),
+            Route(f"{CONTROL_PREFIX}/shops/{{name}}", self._put_shop, methods=["PUT"]),
+            *control_routes(self.core, reset=self._reset_state, payments=self.payments),
         ]
         self.app = FaultMiddleware(
             Starlette(routes=routes),
@@ -223,23 +267,62 @@ class PaynowSimulator:
         )
 
     def reset(self) -> None:
-        """Back to the seeded payments, with no refunds, faults or journal, and the clock."""
+        """Back to the seeded payments and shop, with no refunds, faults or journal, and the
+        clock."""
         self.core.reset()
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._shops = {DEFAULT_SHOP: self._initial_shop}
         self.state.reset()
+
+    def shops(self) -> list[dict[str, Any]]:
+        return [shop.describe() for shop in self._shops.values()]
+
+    def put_shop(self, name: str, keys: ShopKeys) -> PaynowShop:
+        """Add shop ``name`` or replace its keys; ``ValueError`` when another shop has the key."""
+        if any(s.api_key == keys.api_key and s.name != name for s in self._shops.values()):
+            raise ValueError("that Api-Key belongs to another shop")
+        shop = PaynowShop(name, keys.api_key, keys.signature_key)
+        self._shops = {**self._shops, name: shop}
+        return shop
+
+    def _shop_of(self, api_key: str) -> PaynowShop | None:
+        found = None
+        for shop in self._shops.values():
+            # Every shop compared, in constant time each: no early exit to time.
+            if hmac.compare_digest(api_key.encode(), shop.api_key.encode()):
+                found = shop
+        return found
+
+    async def _list_shops(self, _: Request) -> Response:
+        return JSONResponse(self.shops())
+
+    async def _put_shop(self, request: Request) -> Response:
+        try:
+            keys = ShopKeys.model_validate_json(await request.body())
+            shop = self.put_shop(str(request.path_params["name"]), keys)
+        except ValidationError as exc:
+            return JSONResponse({"error": exc.errors(include_url=False, include_input=False)}, 422)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 409)
+        return JSONResponse(shop.describe())
 
     def payments(self) -> list[dict[str, Any]]:
         return self.state.payments()
 
     async def _authenticate(
         self, request: Request, *, with_body: bool
-    ) -> tuple[str, str] | Response:
-        """``(idempotency key, raw body text)`` of a genuine v3 request, or the refusal.
+    ) -> tuple[str, str, str] | Response:
+        """``(idempotency key, raw body text, shop)`` of a genuine v3 request, or the refusal.
 
         ``with_body``: the call takes a JSON body (create refund); the others take none.
         """
         api_key = request.headers.get("Api-Key")
-        if api_key is None or not hmac.compare_digest(api_key.encode(), self._api_key.encode()):
+        shop = self._shop_of(api_key) if api_key is not None else None
+        if shop is None:
             return _respond(error_answer(401, "Missing or invalid Api-Key"))
+        note_tenant(shop.name, shop.api_key)
         idempotency_key = request.headers.get("Idempotency-Key")
         if not idempotency_key:
             return _respond(error_answer(400, "Idempotency-Key: header is required"))
@@ -256,11 +339,11 @@ class PaynowSimulator:
         for name, value in request.query_params.multi_items():
             parameters.setdefault(name, []).append(value)
         expected = expected_signature(
-            api_key=api_key,
+            api_key=shop.api_key,
             idempotency_key=idempotency_key,
             parameters=parameters,
             body=body,
-            signature_key=self._signature_key,
+            signature_key=shop.signature_key,
         )
         signature = request.headers.get("Signature", "")
         if not hmac.compare_digest(signature.encode(), expected.encode()):
@@ -277,13 +360,13 @@ class PaynowSimulator:
         if not with_body and body:
             # Docs: the cancel call has no body (signed with ""); a body is refused, not ignored.
             return _respond(error_answer(400, "body: this call takes no body"))
-        return idempotency_key, body
+        return idempotency_key, body, shop.name
 
     async def _create_refund(self, request: Request) -> Response:
         checked = await self._authenticate(request, with_body=True)
         if isinstance(checked, Response):
             return checked
-        idempotency_key, body = checked
+        idempotency_key, body, shop = checked
         payment_id = request.path_params["payment_id"]
         if not PAYMENT_ID.match(payment_id):
             return _respond(error_answer(400, "paymentId: must match XXXX-XXX-XXX-XXX"))
@@ -306,6 +389,7 @@ class PaynowSimulator:
                 fingerprint=fingerprint,
                 amount_minor=data["amount"],
                 transfers=data.get("transfers"),
+                shop=shop,
             )
         )
 
@@ -316,7 +400,7 @@ class PaynowSimulator:
         payment_id = request.path_params["payment_id"]
         if not PAYMENT_ID.match(payment_id):
             return _respond(error_answer(400, "paymentId: must match XXXX-XXX-XXX-XXX"))
-        return _respond(self.state.payment_status(payment_id))
+        return _respond(self.state.payment_status(payment_id, shop=checked[2]))
 
     async def _refund_status(self, request: Request) -> Response:
         checked = await self._authenticate(request, with_body=False)
@@ -325,20 +409,20 @@ class PaynowSimulator:
         refund_id = request.path_params["refund_id"]
         if not REFUND_ID.match(refund_id):
             return _respond(error_answer(400, "refundId: must match XXXX-XXX-XXX-XXX"))
-        return _respond(self.state.refund_status(refund_id))
+        return _respond(self.state.refund_status(refund_id, shop=checked[2]))
 
     async def _cancel_refund(self, request: Request) -> Response:
         checked = await self._authenticate(request, with_body=False)
         if isinstance(checked, Response):
             return checked
-        idempotency_key, body = checked
+        idempotency_key, body, shop = checked
         refund_id = request.path_params["refund_id"]
         if not REFUND_ID.match(refund_id):
             return _respond(error_answer(400, "refundId: must match XXXX-XXX-XXX-XXX"))
         fingerprint = json.dumps({"operation": "cancel", "refundId": refund_id, "body": body})
         return _respond(
             self.state.cancel_refund(
-                refund_id, idempotency_key=idempotency_key, fingerprint=fingerprint
+                refund_id, idempotency_key=idempotency_key, fingerprint=fingerprint, shop=shop
             )
         )
 
@@ -357,6 +441,9 @@ class PaynowSimulator:
             return JSONResponse({"error": "refunded_minor must not exceed amount_minor"}, 422)
         if spec.voucher_minor is not None and spec.voucher_minor > spec.amount_minor:
             return JSONResponse({"error": "voucher_minor must not exceed amount_minor"}, 422)
+        if spec.shop not in self._shops:
+            known = ", ".join(sorted(self._shops))
+            return JSONResponse({"error": f"unknown shop {spec.shop!r}; known: {known}"}, 422)
         payment = self.state.add_payment(
             scenario,
             amount_minor=spec.amount_minor,
@@ -366,6 +453,7 @@ class PaynowSimulator:
             refunded_minor=spec.refunded_minor,
             marketplace=spec.marketplace,
             voucher_minor=spec.voucher_minor,
+            shop=spec.shop,
         )
         keys = (
             "payment_id",

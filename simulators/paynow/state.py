@@ -18,6 +18,10 @@ nothing. The same key with another request is answered 422 ``VALIDATION_ERROR``:
 behaviour there is unconfirmed, and a loud refusal is the safe model. Failed POSTs are not
 stored, so a retry after ``INSUFFICIENT_BALANCE_FUNDS`` is evaluated afresh.
 
+Shops: each payment belongs to one shop (``shop``, :data:`DEFAULT_SHOP` unless created for
+another); each call names the shop its Api-Key belongs to, and another shop's payment or
+refund is answered as an unknown one (404). Idempotency keys are kept per shop.
+
 Error bodies are ``{statusCode, errors: [{errorType, message}]}`` and carry only errorTypes
 Paynow documents (``VALIDATION_ERROR``, ``INSUFFICIENT_BALANCE_FUNDS``, ``UNAUTHORIZED``,
 ``NOT_FOUND``, ``INTERNAL_SERVER_ERROR``, ``SYSTEM_TEMPORARILY_UNAVAILABLE``) or, for the
@@ -66,6 +70,9 @@ _INACTIVE_REFUND_STATUSES = frozenset({"FAILED", "CANCELLED"})
 _ID_ALPHABET = string.ascii_uppercase + string.digits
 
 Answer = tuple[int, dict[str, Any]]
+
+# The shop of the simulator's own demo keys, holding every seeded payment.
+DEFAULT_SHOP = "default"
 
 # The errorTypes Paynow documents, and the unofficial ones (third-party client code only).
 VALIDATION_ERROR = "VALIDATION_ERROR"
@@ -145,6 +152,7 @@ class SimPayment:
     voucher_minor: int = 0
     # The merchant balance now covers this payment's refunds (``fund``).
     funded: bool = False
+    shop: str = DEFAULT_SHOP
 
 
 @dataclass
@@ -197,7 +205,7 @@ class PaynowState:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _payments: dict[str, SimPayment] = field(default_factory=dict)
     _refunds: dict[str, SimRefund] = field(default_factory=dict)
-    _by_key: dict[str, _Stored] = field(default_factory=dict)
+    _by_key: dict[tuple[str, str], _Stored] = field(default_factory=dict)
     # How far the simulator's clock runs ahead of the wall clock.
     _clock_offset_s: float = 0.0
 
@@ -305,6 +313,7 @@ class PaynowState:
             "marketplace": payment.marketplace,
             "voucher_minor": payment.voucher_minor,
             "funded": payment.funded,
+            "shop": payment.shop,
             "refund_ids": [
                 r.refund_id for r in self._refunds.values() if r.payment_id == payment.payment_id
             ],
@@ -326,6 +335,7 @@ class PaynowState:
         refunded_minor: int | None = None,
         marketplace: bool | None = None,
         voucher_minor: int | None = None,
+        shop: str = DEFAULT_SHOP,
     ) -> dict[str, Any]:
         with self._lock:
             payment_id = new_paynow_id()
@@ -342,6 +352,7 @@ class PaynowState:
                 marketplace=marketplace,
                 voucher_minor=voucher_minor,
             )
+            payment.shop = shop
             self._payments[payment_id] = payment
             return self._describe(payment)
 
@@ -362,9 +373,20 @@ class PaynowState:
                     released.append(refund.refund_id)
             return {"payment_id": payment_id, "released_refund_ids": released}
 
-    def payment_status(self, payment_id: str) -> Answer:
+    def _shop_payment(self, payment_id: str, shop: str) -> SimPayment | None:
+        """The payment, if it is this shop's: another shop's is as unknown as a missing one."""
+        payment = self._payments.get(payment_id)
+        return payment if payment is not None and payment.shop == shop else None
+
+    def _shop_refund(self, refund_id: str, shop: str) -> SimRefund | None:
+        refund = self._refunds.get(refund_id)
+        if refund is None or self._shop_payment(refund.payment_id, shop) is None:
+            return None
+        return refund
+
+    def payment_status(self, payment_id: str, *, shop: str = DEFAULT_SHOP) -> Answer:
         with self._lock:
-            payment = self._payments.get(payment_id)
+            payment = self._shop_payment(payment_id, shop)
             if payment is None:
                 return error_answer(404, f"Payment {payment_id} not found")
             return 200, {"paymentId": payment.payment_id, "status": payment.status}
@@ -379,14 +401,15 @@ class PaynowState:
         fingerprint: str,
         amount_minor: int,
         transfers: list[dict[str, Any]] | None = None,
+        shop: str = DEFAULT_SHOP,
     ) -> Answer:
         """``transfers`` is ``None`` when the body had no (or a null) ``transfers`` field."""
         with self._lock:
-            replay = self._replay(idempotency_key, fingerprint)
+            replay = self._replay((shop, idempotency_key), fingerprint)
             if replay is not None:
                 return replay
             self._expire_awaiting()
-            payment = self._payments.get(payment_id)
+            payment = self._shop_payment(payment_id, shop)
             if payment is None:
                 return error_answer(404, f"Payment {payment_id} not found")
             problem = self._transfers_problem(payment, amount_minor, transfers)
@@ -450,7 +473,7 @@ class PaynowState:
                 body["payerAmount"] = amount_minor - voucher
                 body["voucherAmount"] = voucher
             answer: Answer = (201, body)
-            self._by_key[idempotency_key] = _Stored(fingerprint, answer)
+            self._by_key[shop, idempotency_key] = _Stored(fingerprint, answer)
             return answer
 
     @staticmethod
@@ -473,22 +496,29 @@ class PaynowState:
             return f"transfers: grossAmount adds up to {gross}, not the amount {amount_minor}"
         return None
 
-    def refund_status(self, refund_id: str) -> Answer:
+    def refund_status(self, refund_id: str, *, shop: str = DEFAULT_SHOP) -> Answer:
         with self._lock:
             self._expire_awaiting()
-            refund = self._refunds.get(refund_id)
+            refund = self._shop_refund(refund_id, shop)
             if refund is None:
                 return error_answer(404, f"Refund {refund_id} not found")
             refund.advance()
             return 200, refund.status_body()
 
-    def cancel_refund(self, refund_id: str, *, idempotency_key: str, fingerprint: str) -> Answer:
+    def cancel_refund(
+        self,
+        refund_id: str,
+        *,
+        idempotency_key: str,
+        fingerprint: str,
+        shop: str = DEFAULT_SHOP,
+    ) -> Answer:
         with self._lock:
-            replay = self._replay(idempotency_key, fingerprint)
+            replay = self._replay((shop, idempotency_key), fingerprint)
             if replay is not None:
                 return replay
             self._expire_awaiting()
-            refund = self._refunds.get(refund_id)
+            refund = self._shop_refund(refund_id, shop)
             if refund is None:
                 return error_answer(404, f"Refund {refund_id} not found")
             if refund.status != "NEW":
@@ -499,17 +529,17 @@ class PaynowState:
             refund.status = "CANCELLED"
             refund.awaiting = False
             answer: Answer = (200, refund.status_body())
-            self._by_key[idempotency_key] = _Stored(fingerprint, answer)
+            self._by_key[shop, idempotency_key] = _Stored(fingerprint, answer)
             return answer
 
-    def _replay(self, idempotency_key: str, fingerprint: str) -> Answer | None:
-        stored = self._by_key.get(idempotency_key)
+    def _replay(self, key: tuple[str, str], fingerprint: str) -> Answer | None:
+        stored = self._by_key.get(key)
         if stored is None:
             return None
         if stored.fingerprint != fingerprint:
             return error_answer(
                 422,
-                f"Idempotency-Key {idempotency_key} was already used with a different "
+                f"Idempotency-Key {key[1]} was already used with a different "
                 "request; use a new key for a new request",
             )
         return stored.answer
