@@ -17,6 +17,8 @@ of a refund advances it one step along ``timeline`` (the last step then repeats)
   CANCELLED by Paynow once it has waited 120 h on the simulator's clock (``POST /_sim/clock``).
   ``awaiting`` refunds are cancelled after 120 h the same way.
 * ``slow``: created NEW; PENDING for 10 reads, then SUCCESSFUL.
+* ``three_checks``: created NEW; PENDING for 2 reads, SUCCESSFUL at the third (the
+  benchmark's refund that needs three status checks).
 * ``not_confirmed``: the payment is PENDING; a refund is refused (400).
 * ``partly_refunded``: 60% of the payment was refunded already (100.00 PLN, 60.00 gone).
 * ``insufficient_funds``: a refund is refused with 400 ``INSUFFICIENT_BALANCE_FUNDS``
@@ -72,6 +74,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("awaiting", awaiting=True, funded_after_reads=20),
         Scenario("awaiting_funds", awaiting=True),
         Scenario("slow", timeline=("PENDING",) * 10 + ("SUCCESSFUL",)),
+        Scenario("three_checks", timeline=("PENDING", "PENDING", "SUCCESSFUL")),
         Scenario("not_confirmed", payment_status="PENDING"),
         Scenario("partly_refunded", refunded_percent=60),
         Scenario("insufficient_funds", insufficient_funds=True),
@@ -97,6 +100,7 @@ SEED_PAYMENTS: tuple[SeedPayment, ...] = (
     SeedPayment("AWAI-TNG-000-001", "awaiting"),
     SeedPayment("AWAI-FND-000-001", "awaiting_funds"),
     SeedPayment("SLOW-000-000-001", "slow"),
+    SeedPayment("THRE-CHK-000-001", "three_checks"),
     SeedPayment("NCNF-000-000-001", "not_confirmed"),
     SeedPayment("PART-REF-000-001", "partly_refunded"),
     SeedPayment("NOFU-NDS-000-001", "insufficient_funds"),

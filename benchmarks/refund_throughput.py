@@ -1,0 +1,262 @@
+"""What a refund costs against the least a workflow can cost, on one Temporal server.
+
+``python -m benchmarks.refund_throughput [--count N] [--rounds R]`` (part of ``make bench``)
+starts an embedded stack (dev server, simulators, the real refund worker process) and a
+second worker process running :class:`benchmarks.bare_worker.BareWorkflow` (three no-op
+activities: the baseline). Each round starts ``N`` workflows of each kind at once and times
+them from the first start to the last completion, the kinds alternating within the round:
+
+* ``bare``: the baseline workflow;
+* ``paynow``: a Paynow refund whose refund is created SUCCESSFUL (validate, submit, status);
+* ``mews``: a Mews refund charged at once;
+* ``3 checks``: a Paynow refund pending at two status checks, SUCCESSFUL at the third.
+
+Refunds are started through ``RefundClient`` as any starter does, each on a fresh payment
+(made before the clock starts), with status checks 10 ms apart so waiting is not what is
+measured. Printed per kind: workflows/s (median of the rounds), the ratio to ``bare``, and
+from one workflow of the last round the history events and workflow tasks (the refund's own
+and its lane's), the status checks, then the refund worker's peak RSS. The figures are for
+the machine they were taken on; the ratios, measured in one run, are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHistory
+from temporalio.service import RPCError
+
+from benchmarks.bare_worker import BARE_TASK_QUEUE
+from core.models import ProviderName, RefundRequest, RefundState
+from devstack.process import ChildProcess
+from devstack.stack import EmbeddedStack, StackConfig
+from simulators.serving import free_port
+from starter.client import RefundClient
+from workflows.models import lane_id_for
+
+DEFAULT_COUNT = 60
+DEFAULT_ROUNDS = 3
+POLL_S = 0.01
+
+
+@dataclass(frozen=True)
+class Kind:
+    label: str
+    provider: ProviderName | None  # None: the bare workflow
+    scenario: str = ""
+
+
+KINDS = (
+    Kind("bare", None),
+    Kind("paynow", ProviderName.PAYNOW, "succeeds_immediately"),
+    Kind("mews", ProviderName.MEWS, "succeeds_immediately"),
+    Kind("3 checks", ProviderName.PAYNOW, "three_checks"),
+)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One workflow's history: events and workflow tasks, its lane's, its status checks."""
+
+    events: int
+    tasks: int
+    lane_events: int = 0
+    lane_tasks: int = 0
+    checks: int = 0
+
+
+def shape_of(history: WorkflowHistory, lane: WorkflowHistory | None = None) -> Shape:
+    def count(h: WorkflowHistory, kind: EventType.ValueType) -> int:
+        return sum(1 for e in h.events if e.event_type == kind)
+
+    completed = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    checks = sum(
+        1
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "poll_refund_status"
+    )
+    return Shape(
+        events=len(history.events),
+        tasks=count(history, completed),
+        lane_events=len(lane.events) if lane else 0,
+        lane_tasks=count(lane, completed) if lane else 0,
+        checks=checks,
+    )
+
+
+class Bench:
+    def __init__(self, stack: EmbeddedStack, client: RefundClient, http: httpx.AsyncClient):
+        self.stack = stack
+        self.client = client
+        self.raw: Client = client.client
+        self.http = http
+
+    async def request(self, kind: Kind) -> RefundRequest:
+        assert kind.provider is not None
+        answer = await self.http.post(
+            f"/{kind.provider.value}/_sim/payments", json={"scenario": kind.scenario}
+        )
+        answer.raise_for_status()
+        payment = answer.json()
+        return RefundRequest(
+            idempotency_key=f"bench-{uuid.uuid4().hex[:20]}",
+            provider=kind.provider,
+            payment_id=payment["payment_id"],
+            account_id=payment.get("account_id"),
+            amount_minor=100,
+            currency=payment["currency"],
+            reason="benchmark",
+        )
+
+    async def round(self, kind: Kind, count: int) -> tuple[float, str | RefundRequest]:
+        """Workflows/s for ``count`` of ``kind`` started at once; one of them to read."""
+        if kind.provider is None:
+            ids = [f"bench-bare-{uuid.uuid4().hex[:16]}" for _ in range(count)]
+            began = time.perf_counter()
+            handles = await asyncio.gather(
+                *(
+                    self.raw.start_workflow(
+                        "BenchBareWorkflow", wid, id=wid, task_queue=BARE_TASK_QUEUE
+                    )
+                    for wid in ids
+                )
+            )
+            await asyncio.gather(*(h.result() for h in handles))
+            return count / (time.perf_counter() - began), ids[-1]
+        requests = await asyncio.gather(*(self.request(kind) for _ in range(count)))
+        began = time.perf_counter()
+        await asyncio.gather(*(self.client.start(r) for r in requests))
+        finals = await asyncio.gather(*(self.client.wait(r.idempotency_key) for r in requests))
+        elapsed = time.perf_counter() - began
+        wrong = [f.key for f in finals if f.state is not RefundState.SUCCEEDED]
+        if wrong:
+            raise SystemExit(f"benchmark refunds did not succeed: {wrong[:5]}")
+        return count / elapsed, requests[-1]
+
+    async def shape(self, sample: str | RefundRequest) -> Shape:
+        if isinstance(sample, str):
+            return shape_of(await self.raw.get_workflow_handle(sample).fetch_history())
+        history = await self.client.handle(sample.idempotency_key).fetch_history()
+        try:
+            lane_id = lane_id_for(sample, self.client.task_queue)
+            lane = await self.raw.get_workflow_handle(lane_id).fetch_history()
+        except RPCError:
+            lane = None
+        return shape_of(history, lane)
+
+
+def peak_rss_mb(pid: int | None) -> float | None:
+    """The process's peak resident set (VmHWM), in MB; None if it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def run(count: int, rounds: int, warmup: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="refunds-bench-") as state:
+        stack = EmbeddedStack(
+            StackConfig(
+                temporal_port=free_port(),
+                ui_port=free_port(),
+                sim_port=free_port(),
+                state_dir=Path(state),
+                poll_initial_s=POLL_S,
+                poll_max_s=POLL_S,
+            )
+        )
+        async with stack:
+            bare = ChildProcess(
+                "bare",
+                [sys.executable, "-m", "benchmarks.bare_worker"],
+                env=stack.env(),
+                log_path=stack.log_dir / "bare.log",
+            )
+            bare.start()
+            try:
+                await ready(bare, stack.log_dir / "bare.log")
+                return await measure(stack, count, rounds, warmup)
+            finally:
+                await bare.stop(grace_s=5)
+
+
+def _says_ready(log: Path) -> bool:
+    return log.exists() and "bare worker ready" in log.read_text()
+
+
+async def ready(bare: ChildProcess, log: Path, timeout_s: float = 60.0) -> None:
+    """Until the bare worker says it polls (its first workflows must not wait for it)."""
+    deadline = time.monotonic() + timeout_s
+    while not _says_ready(log):
+        if not bare.alive or time.monotonic() > deadline:
+            raise SystemExit(f"the bare worker did not start: see {log}")
+        await asyncio.sleep(0.1)
+
+
+async def measure(stack: EmbeddedStack, count: int, rounds: int, warmup: int) -> int:
+    client = await RefundClient.connect(stack.settings())
+    async with httpx.AsyncClient(base_url=stack.sim_url, timeout=30) as http:
+        bench = Bench(stack, client, http)
+        rates: dict[str, list[float]] = {k.label: [] for k in KINDS}
+        samples: dict[str, str | RefundRequest] = {}
+        # A warm-up round of each kind, not counted: imports, caches, the first lanes.
+        for kind in KINDS:
+            if warmup:
+                await bench.round(kind, warmup)
+        for _ in range(rounds):
+            for kind in KINDS:
+                rate, sample = await bench.round(kind, count)
+                rates[kind.label].append(rate)
+                samples[kind.label] = sample
+        shapes = {k.label: await bench.shape(samples[k.label]) for k in KINDS}
+    baseline = statistics.median(rates["bare"])
+    print(f"{count} workflows of each kind per round, {rounds} rounds, medians; one dev server")
+    print(
+        f"{'kind':<14} {'per s':>7} {'ratio':>6} {'events':>7} {'tasks':>6} "
+        f"{'lane ev':>8} {'lane tasks':>10} {'checks':>6}"
+    )
+    for kind in KINDS:
+        median = statistics.median(rates[kind.label])
+        s = shapes[kind.label]
+        print(
+            f"{kind.label:<14} {median:>7.1f} {median / baseline:>5.2f}x {s.events:>7} "
+            f"{s.tasks:>6} {s.lane_events:>8} {s.lane_tasks:>10} {s.checks:>6}"
+        )
+    rss = peak_rss_mb(stack.worker_pid)
+    print(f"refund worker peak RSS: {rss:.0f} MB" if rss is not None else "peak RSS: unknown")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.refund_throughput")
+    parser.add_argument("--count", type=int, default=DEFAULT_COUNT)
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    parser.add_argument("--warmup", type=int, default=5, help="uncounted workflows per kind")
+    args = parser.parse_args(argv)
+    if args.count < 1 or args.rounds < 1 or args.warmup < 0:
+        parser.error("--count and --rounds must be 1 or more, --warmup 0 or more")
+    return asyncio.run(run(args.count, args.rounds, args.warmup))
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)  # skip interpreter teardown (temporalio issue #300)

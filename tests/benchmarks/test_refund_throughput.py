@@ -1,0 +1,35 @@
+"""The refund throughput benchmark stays runnable: a tiny run through the real worker process
+prints every kind against the bare baseline (the figures themselves are not asserted)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from benchmarks import refund_throughput
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_small_run_prints_each_kind_against_the_bare_workflow(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert refund_throughput.main(["--count", "2", "--rounds", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^bare\s+[\d.]+\s+1\.00x\s+\d+\s+\d+\s+0\s+0\s+0$", out, re.M), out
+    rows = {
+        label: re.search(
+            rf"^{label}\s+[\d.]+\s+[\d.]+x\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.M
+        )
+        for label in ("paynow", "mews", "3 checks")
+    }
+    assert all(rows.values()), out
+    # Shapes read from the histories: a refund writes more than the bare workflow, has a
+    # lane, and the 3-check refund checked three times.
+    three, paynow = rows["3 checks"], rows["paynow"]
+    assert three is not None
+    assert three.group(5) == "3"
+    assert paynow is not None
+    assert int(paynow.group(3)) > 0
+    assert "refund worker peak RSS:" in out
