@@ -1,4 +1,5 @@
-"""The embedded development stack: a Temporal dev server, both simulators and one worker.
+"""The embedded development stack: a Temporal dev server, both simulators and one worker
+(more on request: :meth:`EmbeddedStack.add_worker`).
 
 Three child processes, each in its own process group with its output in
 ``<state dir>/logs/<name>.log``:
@@ -9,7 +10,9 @@ Three child processes, each in its own process group with its output in
   refunds task queue (docs/nexus.md);
 * ``sim``: ``refunds sim``, both simulators on one port;
 * ``worker``: ``refunds worker``, configured through its environment to use the simulators
-  with the credentials they announce on ``GET /``;
+  with the credentials they announce on ``GET /``; :meth:`EmbeddedStack.add_worker` starts
+  more of them on the same task queue (``worker-2``, ``worker-3``, ...), as
+  ``docker-compose up --scale worker=N`` does;
 * ``codec`` (only with payload encryption configured and a ``codec_port``): ``refunds
   codec-server``, which the dev server's UI is pointed at (``--ui-codec-endpoint``) so the
   browser shows encrypted refunds decrypted (docs/encryption.md);
@@ -151,6 +154,9 @@ class EmbeddedStack:
         self._temporal: ChildProcess | None = None
         self._sim: ChildProcess | None = None
         self._worker: ChildProcess | None = None
+        # Started by add_worker() beside the first, numbered from 2 for their log files.
+        self._added_workers: list[ChildProcess] = []
+        self._workers_started = 1
         self._codec: ChildProcess | None = None
         self._api: ChildProcess | None = None
         # The bearer token of the dev key made for this run (None: keys were configured).
@@ -205,6 +211,13 @@ class EmbeddedStack:
     @property
     def worker_pid(self) -> int | None:
         return self._worker.pid if self._worker and self._worker.alive else None
+
+    @property
+    def workers(self) -> list[ChildProcess]:
+        """Every live worker process: the first one (:meth:`start_worker`'s), then those of
+        :meth:`add_worker`. Their Temporal identity is ``<pid>@<host>``."""
+        candidates = [self._worker, *self._added_workers]
+        return [worker for worker in candidates if worker is not None and worker.alive]
 
     @functools.cached_property
     def events_secret(self) -> str | None:
@@ -290,30 +303,38 @@ class EmbeddedStack:
     async def stop(self) -> None:
         """Stop the API, the worker, then the simulators and the codec server, then Temporal;
         each SIGTERM then SIGKILL."""
-        for name, child in (
-            ("api", self._api),
-            ("worker", self._worker),
-            ("sim", self._sim),
-            ("codec", self._codec),
-            ("temporal", self._temporal),
+        for name, children in (
+            ("api", [self._api]),
+            ("worker", [self._worker, *self._added_workers]),
+            ("sim", [self._sim]),
+            ("codec", [self._codec]),
+            ("temporal", [self._temporal]),
         ):
-            if child is not None:
-                await child.stop(STOP_GRACE_S[name])
+            # Workers side by side: each may spend its grace period finishing activities.
+            await asyncio.gather(
+                *(child.stop(STOP_GRACE_S[name]) for child in children if child is not None)
+            )
         self._worker = self._sim = self._codec = self._temporal = self._api = None
+        self._added_workers = []
         self.client = None
 
     async def start_worker(self) -> None:
         """Start a worker process (after :meth:`kill_worker`, say) and wait until it polls."""
         if self._worker is not None and self._worker.alive:
             raise StackError("a worker is already running; use restart_worker()")
-        self._worker = ChildProcess(
-            "worker",
-            [sys.executable, "-m", "cli", "worker"],
-            env={**self.env(), **self.config.extra_worker_env},
-            log_path=self.log_dir / "worker.log",
-        )
-        self._worker.start()
+        self._worker = self._spawn_worker("worker")
         await self._wait_for_worker(self._worker)
+
+    async def add_worker(self, env: Mapping[str, str] | None = None) -> ChildProcess:
+        """Start one more worker process on the stack's task queue, beside the first, with
+        the same environment (plus ``env``), and wait until it polls. Its output goes to
+        ``logs/worker-<n>.log``. :meth:`stop` stops it with the first; :meth:`kill_worker`
+        and :meth:`restart_worker` leave it alone (``kill()`` / ``stop()`` it directly)."""
+        self._workers_started += 1
+        child = self._spawn_worker(f"worker-{self._workers_started}", env)
+        self._added_workers = [w for w in self._added_workers if w.alive] + [child]
+        await self._wait_for_worker(child)
+        return child
 
     async def restart_worker(self) -> None:
         """Stop the worker gracefully (SIGTERM) and start a fresh one."""
@@ -407,6 +428,16 @@ class EmbeddedStack:
             # The dev server reads OTEL_* too and refuses values meant for our processes.
             env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
             log_path=self.log_dir / "temporal.log",
+        )
+        child.start()
+        return child
+
+    def _spawn_worker(self, name: str, env: Mapping[str, str] | None = None) -> ChildProcess:
+        child = ChildProcess(
+            name,
+            [sys.executable, "-m", "cli", "worker"],
+            env={**self.env(), **self.config.extra_worker_env, **(env or {})},
+            log_path=self.log_dir / f"{name}.log",
         )
         child.start()
         return child
