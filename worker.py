@@ -69,7 +69,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         log.info("metrics on :%d/metrics", settings.refunds_metrics_port)
     try:
         client = await connect(settings, interceptors=[tracing_interceptor()], runtime=runtime)
-        added = await ensure_search_attributes(client, settings.temporal_namespace)
+        added = await ensure_search_attributes(client, client.namespace)
         if added:
             log.info("registered search attributes %s", ", ".join(added))
         stop = stop or _stop_on_signals()
@@ -77,8 +77,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         worker = build_worker(client, settings, directory, events)
         log.info(
             "worker connected to %s namespace=%s task_queue=%s providers=%s",
-            settings.temporal_address,
-            settings.temporal_namespace,
+            # As resolved from the settings and the SDK's TEMPORAL_* configuration.
+            client.service_client.config.target_host,
+            client.namespace,
             settings.refunds_task_queue,
             ",".join(p.value for p in directory.enabled),
         )

@@ -17,6 +17,7 @@ from api.keys import INSECURE_ENV
 from api.routes import RefundService
 from core.settings import Settings
 from starter.client import RefundClient
+from starter.connection import resolve_target
 
 log = logging.getLogger("refunds.api")
 
@@ -43,6 +44,9 @@ async def serve_api(settings: Settings, *, host: str, port: int) -> None:
     """Serve until SIGINT / SIGTERM (uvicorn handles both). Raises ``ApiKeysError`` for an
     unusable key configuration and :class:`PortInUseError` before serving anything."""
     auth = auth_from_settings(settings)
+    # Unusable Temporal connection settings (an unknown profile, an unreadable certificate)
+    # fail here, at start; an unreachable server is retried in the background.
+    resolve_target(settings)
 
     async def connect() -> RefundService:
         return await RefundClient.connect(settings)

@@ -30,6 +30,7 @@ from starter.client import (
     RefundClientError,
     RefundNotFoundError,
 )
+from starter.connection import TemporalConfigError, TemporalConnectError
 from telemetry.tracing import setup_tracing
 
 EXIT_OK = 0
@@ -183,13 +184,10 @@ def load_settings() -> Settings:
 async def connect(settings: Settings) -> RefundClient:
     try:
         return await RefundClient.connect(settings)
-    except RuntimeError:
-        # The SDK's transport error says nothing a person can act on; this does.
-        raise UnreachableError(
-            f"cannot reach Temporal at {settings.temporal_address} "
-            f"(namespace {settings.temporal_namespace}): is the server running? "
-            f"`{PROG} dev` starts one, or set TEMPORAL_ADDRESS to yours"
-        ) from None
+    except TemporalConnectError as err:
+        # One line naming the address and what to fix (starter/connection.py), never the
+        # SDK's transport error.
+        raise UnreachableError(str(err)) from None
 
 
 async def connected() -> RefundClient:
@@ -221,6 +219,10 @@ ERRORS: tuple[ErrorMapping, ...] = (
     ),
     (RefundNotFoundError, EXIT_NOT_FOUND, str),
     (UnreachableError, EXIT_UNREACHABLE, str),
+    # The Temporal connection settings (TEMPORAL_*, the profile), from any command, the
+    # worker's included: unusable ones are invalid input, a refused handshake is unreachable.
+    (TemporalConfigError, EXIT_INVALID, str),
+    (TemporalConnectError, EXIT_UNREACHABLE, str),
     (RefundClientError, EXIT_ERROR, str),
     (CommandError, EXIT_ERROR, str),
     ("devstack.stack.StackError", EXIT_ERROR, str),

@@ -246,7 +246,7 @@ async def run_demo(
     )
     async with stack:
         # Connected as any starter would be, with the demo's short poll options.
-        client = await RefundClient.connect(stack.settings())
+        client = await RefundClient.connect(stack.settings(), environ=stack.connection_environ())
         demo = Demo(stack, client, out, began)
         demo.say(
             f"stack ready in {time.monotonic() - demo.began:.1f}s; Temporal UI: {stack.ui_url}"

@@ -69,7 +69,7 @@ from core.models import SEARCH_ATTRIBUTES
 from core.settings import Settings
 from devstack.process import ChildProcess
 from nexus_service.service import DEFAULT_ENDPOINT as NEXUS_ENDPOINT
-from starter.connection import connect
+from starter.connection import connect, plain_environment
 
 HOST = "127.0.0.1"
 NAMESPACE = "default"
@@ -252,11 +252,18 @@ class EmbeddedStack:
         """This process's environment plus :meth:`settings_env` and the config's secret
         settings: for a worker or a starter."""
         return {
-            **os.environ,
+            # The stack's server is plain and its own: TLS, an API key or a profile set up in
+            # the shell for another cluster must not reach its processes.
+            **plain_environment(os.environ),
             **self.settings_env(),
             **self.config.secret_env,
             "PYTHONUNBUFFERED": "1",
         }
+
+    def connection_environ(self) -> dict[str, str]:
+        """What an in-process client of this stack reads the SDK's connection settings from
+        (``environ`` of ``starter.connection.connect``): none that secure a connection."""
+        return plain_environment(os.environ)
 
     def settings(self) -> Settings:
         """Settings for a starter (or an in-process worker) using this stack."""
@@ -592,7 +599,7 @@ class EmbeddedStack:
                 raise self._failed(self._temporal, "the Temporal dev server exited while starting")
             try:
                 # The starters' own connect: same data converter (and codec) as theirs.
-                return await connect(self.settings())
+                return await connect(self.settings(), environ=self.connection_environ())
             except RuntimeError:
                 if time.monotonic() > deadline:
                     raise self._failed(

@@ -9,7 +9,7 @@ Requests are checked offline before anything starts, so bad input never reaches 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -172,9 +172,13 @@ class RefundClient:
         self.allow_private_notify_urls = allow_private_notify_urls
 
     @classmethod
-    async def connect(cls, settings: Settings) -> RefundClient:
+    async def connect(
+        cls, settings: Settings, *, environ: Mapping[str, str] | None = None
+    ) -> RefundClient:
+        """Connect as ``starter.connection.connect`` does (the settings, then the SDK's
+        ``TEMPORAL_*`` configuration; ``environ`` read instead of the environment and .env)."""
         return cls(
-            await connect(settings, interceptors=[tracing_interceptor()]),
+            await connect(settings, interceptors=[tracing_interceptor()], environ=environ),
             task_queue=settings.refunds_task_queue,
             options=options_from_settings(settings),
             allow_private_notify_urls=settings.refunds_events_allow_private,

@@ -95,7 +95,7 @@ def test_an_unreachable_temporal_is_one_friendly_line_and_exit_7(env: dict[str, 
         assert one_line(done) == (
             f"refunds: error: cannot reach Temporal at {env['TEMPORAL_ADDRESS']} (namespace "
             "default): is the server running? `refunds dev` starts one, or set "
-            "TEMPORAL_ADDRESS to yours"
+            "TEMPORAL_ADDRESS (or TEMPORAL_PROFILE) to yours"
         )
 
 
