@@ -68,6 +68,8 @@ class ActivityRun:
     last_failure: str | None
     timed_out_before: bool
     result: str
+    # The worker that ran that attempt (its identity, ``<pid>@<host>``).
+    worker: str
 
 
 @dataclass
@@ -190,6 +192,7 @@ class FaultStack(SimulatorControl):
                     timed_out_before=failure is not None
                     and failure.HasField("timeout_failure_info"),
                     result=_outcome(history.events, started.scheduled_event_id),
+                    worker=started.identity,
                 )
             )
         return runs
