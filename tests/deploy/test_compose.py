@@ -23,6 +23,7 @@ from core.settings import Settings
 from simulators.mews import seed as mews_seed
 from simulators.paynow import seed as paynow_seed
 from tests.support.system_tools import require_program
+from worker import GRACEFUL_SHUTDOWN
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -167,6 +168,35 @@ def test_worker_is_healthchecked_and_stops_gracefully(resolved: str) -> None:
     # Replicas (`--scale worker=3`) cannot share a container name or a host port.
     assert "container_name:" not in worker
     assert "ports:" not in worker
+
+
+def test_worker_scales_out(resolved: str) -> None:
+    """`docker-compose up --scale worker=N` (deploy/README.md): nothing in the worker's
+    service may exist only once (a container name, a host name, a host port)."""
+    worker = service_blocks(resolved)["worker"]
+    for one_of_a_kind in ("container_name:", "hostname:", "ports:", "mac_address:"):
+        assert one_of_a_kind not in worker, f"{one_of_a_kind} stops --scale worker=N"
+    # Every replica polls the same queue, with the same settings.
+    assert environment(worker)["REFUNDS_TASK_QUEUE"] == "refunds"
+    readme = (DEPLOY / "README.md").read_text()
+    assert "docker-compose up -d --scale worker=3" in readme
+
+
+def test_worker_gets_sigterm_and_time_to_finish_its_activities(resolved: str) -> None:
+    """The worker process is PID 1 of its container (exec form, no shell in between), so
+    Docker's SIGTERM reaches it; Docker waits longer than the worker lets activities run."""
+    dockerfile = DOCKERFILE.read_text()
+    for instruction in re.findall(r"^(?:ENTRYPOINT|CMD) (.*)$", dockerfile, re.MULTILINE):
+        assert instruction.startswith("["), f"shell form runs /bin/sh as PID 1: {instruction}"
+    worker = service_blocks(resolved)["worker"]
+    assert "entrypoint:" not in worker
+    assert re.search(r"^    command:\n    - worker$", worker, re.MULTILINE)
+    assert "stop_signal: SIGTERM" in worker
+    grace = re.search(r"^    stop_grace_period: (?:(\d+)m)?(?:(\d+)s)?$", worker, re.MULTILINE)
+    assert grace, "the worker needs a stop_grace_period"
+    minutes, seconds = (int(part or 0) for part in grace.groups())
+    # Room for the worker to stop polling and close its connections after the activities.
+    assert 60 * minutes + seconds >= GRACEFUL_SHUTDOWN.total_seconds() + 10
 
 
 def test_worker_waits_for_the_setup_job(resolved: str) -> None:
