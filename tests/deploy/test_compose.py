@@ -22,6 +22,7 @@ from core.models import SEARCH_ATTRIBUTES
 from core.settings import Settings
 from simulators.mews import seed as mews_seed
 from simulators.paynow import seed as paynow_seed
+from starter.connection import SDK_ENV
 from tests.support.system_tools import require_program
 from worker import GRACEFUL_SHUTDOWN
 
@@ -211,8 +212,30 @@ def test_worker_waits_for_the_setup_job(resolved: str) -> None:
 def test_worker_receives_every_setting(resolved: str) -> None:
     env = environment(service_blocks(resolved)["worker"])
     wanted = {name.upper() for name in Settings.model_fields} - NOT_FOR_THE_WORKER
+    # The Temporal SDK's own connection settings (TLS, API key, profile) too.
+    wanted |= set(SDK_ENV)
     missing = sorted(wanted - set(env))
     assert not missing, f"add {', '.join(missing)} to the worker's environment"
+
+
+def test_worker_and_api_pass_the_temporal_security_settings_through(compose: Compose) -> None:
+    """Temporal Cloud with an API key, or mTLS with certificates as PEM data: what is set in
+    the environment (or .env) reaches both services as it is, what is unset stays unset."""
+    blocks = service_blocks(
+        config(
+            compose,
+            TEMPORAL_ADDRESS="ns.acct.tmprl.cloud:7233",
+            TEMPORAL_API_KEY="from-the-environment",
+            TEMPORAL_TLS_CLIENT_CERT_PATH="/run/secrets/temporal-client.pem",
+        )
+    )
+    for service in ("worker", "api"):
+        env = environment(blocks[service])
+        assert env["TEMPORAL_ADDRESS"] == "ns.acct.tmprl.cloud:7233"
+        assert env["TEMPORAL_API_KEY"] == "from-the-environment"
+        assert env["TEMPORAL_TLS_CLIENT_CERT_PATH"] == "/run/secrets/temporal-client.pem"
+        assert env["TEMPORAL_TLS_CLIENT_KEY_DATA"] == "null"
+        assert set(SDK_ENV) <= set(env), service
 
 
 def test_worker_defaults_fit_the_compose_network(resolved: str) -> None:
