@@ -54,6 +54,7 @@ chaos: install
 # Benchmarks print figures as ratios against a baseline measured in the same run.
 bench: install
 	$(BIN)/python -m benchmarks.codec_overhead
+	$(BIN)/python -m benchmarks.api_start
 	$(BIN)/python -m benchmarks.refund_throughput
 
 # Two pytest-xdist workers, a test file at a time (module and package fixtures stay whole), in
