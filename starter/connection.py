@@ -52,7 +52,7 @@ ENV_PREFIX = "TEMPORAL_"
 DEFAULT_CONFIG_FILE = "~/.config/temporalio/temporal.toml"
 # The SDK's variables besides the address and namespace: what secures a connection, and which
 # profile of which file to read. A process that must reach a plain server of its own (the dev
-# stack's) is given them empty (see plain_environment).
+# stack's) is given none of them (see plain_environment).
 SECURING_ENV = (
     "TEMPORAL_API_KEY",
     "TEMPORAL_TLS",
@@ -139,13 +139,11 @@ def temporal_environment(settings: Settings) -> dict[str, str]:
 
 def plain_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` for a process that connects to a plain, local server of its own (the dev
-    stack's): the securing variables emptied (so ``.env`` cannot set them either) and no
-    config file, whatever the shell was set up for."""
-    return {
-        **environ,
-        **{name: "" for name in SECURING_ENV},
-        "TEMPORAL_CONFIG_FILE": os.devnull,
-    }
+    stack's), whatever the shell was set up for: without the securing variables, TLS off
+    (``TEMPORAL_TLS=false``, which also overrides a ``.env``; the ``temporal`` CLI, unlike this
+    module, takes an empty one as "on") and no config file."""
+    kept = {name: value for name, value in environ.items() if name not in SECURING_ENV}
+    return {**kept, "TEMPORAL_TLS": "false", "TEMPORAL_CONFIG_FILE": os.devnull}
 
 
 def resolve_target(settings: Settings, environ: Mapping[str, str] | None = None) -> TemporalTarget:
