@@ -165,6 +165,13 @@ async def cmd_dev(args: argparse.Namespace) -> int:
                     f"              export TOKEN={stack.api_token}\n"
                     f"              curl {bearer} {stack.api_url}/v1/refunds"
                 )
+        if stack.mews_webhook_url:
+            # The URL's token is a secret even for a run: masked, as in the API's own log.
+            print(
+                f"Mews webhooks the Mews simulator sends PaymentUpdated to {stack.mews_webhook_url}"
+                "\n              (a token made for this run, not shown): a Mews refund checks "
+                "its status as soon as it changes"
+            )
         if stack.events_secret:
             print(
                 "Events        outcome events to a refund's notify_url (localhost allowed) are "
@@ -184,6 +191,11 @@ async def cmd_dev(args: argparse.Namespace) -> int:
                 f"{FAST_POLL_INITIAL_S:g}s to {FAST_POLL_MAX_S:g}s"
             )
         starter_env = {"TEMPORAL_ADDRESS": stack.temporal_address}
+        allow_private = stack.settings_env().get("REFUNDS_EVENTS_ALLOW_PRIVATE")
+        if allow_private is not None:
+            # Set by the stack, not configured: a starter in another shell needs it too, or it
+            # refuses the localhost notify_url the banner allows.
+            starter_env["REFUNDS_EVENTS_ALLOW_PRIVATE"] = allow_private
         if args.fast:
             starter_env["REFUNDS_POLL_INITIAL_S"] = f"{initial:g}"
             starter_env["REFUNDS_POLL_MAX_S"] = f"{longest:g}"

@@ -3,6 +3,8 @@ demo's last lines about looking at what it did."""
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -94,8 +96,10 @@ def test_dev_banner_shows_the_polling_timing(tmp_path: Path) -> None:
         "--state-dir",
         str(tmp_path / "state"),
     ]
+    # As a developer's shell has it: the stack decides whether receivers may be private.
+    env = {k: v for k, v in os.environ.items() if k != "REFUNDS_EVENTS_ALLOW_PRIVATE"}
     process = subprocess.Popen(
-        argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
     assert process.stdout is not None
     lines: list[str] = []
@@ -113,6 +117,10 @@ def test_dev_banner_shows_the_polling_timing(tmp_path: Path) -> None:
     # The HTTP API with a dev key for the run, and how to call it.
     assert any(line.startswith("HTTP API      http://127.0.0.1:") for line in lines), banner
     assert "export TOKEN=rfk_" in banner
+    # The simulator's Mews webhooks reach the API; the URL's token is never printed.
+    webhooks = next(line for line in lines if line.startswith("Mews webhooks"))
+    assert "/webhooks/mews/*** " in webhooks + " ", banner
+    assert len(re.findall(r"/webhooks/mews/", banner)) == 1, banner
     polling = next(line for line in lines if line.startswith("Polling"))
     assert f"after {FAST_POLL_INITIAL_S:g}s" in polling
     assert f"up to {FAST_POLL_MAX_S:g}s" in polling
@@ -121,3 +129,5 @@ def test_dev_banner_shows_the_polling_timing(tmp_path: Path) -> None:
     starter = banner.split("Point a starter at it:\n", 1)[1].split("\n\n", 1)[0]
     assert f"export REFUNDS_POLL_INITIAL_S={FAST_POLL_INITIAL_S:g}" in starter
     assert f"export REFUNDS_POLL_MAX_S={FAST_POLL_MAX_S:g}" in starter
+    # The banner allows notify_urls on localhost: so must a starter pointed at the stack.
+    assert "export REFUNDS_EVENTS_ALLOW_PRIVATE=true" in starter
