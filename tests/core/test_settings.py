@@ -24,8 +24,28 @@ CONTRACT_NAMES = (
     "REFUNDS_HTTP_TIMEOUT_S",
     "REFUNDS_POLL_INITIAL_S",
     "REFUNDS_POLL_MAX_S",
+    # The HTTP API, its Mews webhook and outcome events (issue 11).
+    "REFUNDS_API_HOST",
+    "REFUNDS_API_PORT",
+    "REFUNDS_API_KEYS",
+    "REFUNDS_API_KEYS_FILE",
+    "REFUNDS_API_INSECURE_NO_AUTH",
+    "REFUNDS_API_MAX_BODY_BYTES",
+    "MEWS_WEBHOOK_TOKEN",
+    "REFUNDS_EVENTS_SECRET",
+    "REFUNDS_EVENTS_ALLOW_PRIVATE",
+    "REFUNDS_EVENTS_RETRY_INITIAL_S",
+    "REFUNDS_EVENTS_RETRY_MAX_S",
+    "REFUNDS_EVENTS_GIVE_UP_AFTER_S",
 )
-SECRET_NAMES = ("MEWS_CLIENT_TOKEN", "MEWS_ACCESS_TOKEN", "PAYNOW_API_KEY", "PAYNOW_SIGNATURE_KEY")
+SECRET_NAMES = (
+    "MEWS_CLIENT_TOKEN",
+    "MEWS_ACCESS_TOKEN",
+    "PAYNOW_API_KEY",
+    "PAYNOW_SIGNATURE_KEY",
+    "MEWS_WEBHOOK_TOKEN",
+    "REFUNDS_EVENTS_SECRET",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +99,18 @@ def test_every_contract_variable_is_read_from_the_environment(
         "REFUNDS_HTTP_TIMEOUT_S": "2.5",
         "REFUNDS_POLL_INITIAL_S": "1",
         "REFUNDS_POLL_MAX_S": "60",
+        "REFUNDS_API_HOST": "10.0.4.7",
+        "REFUNDS_API_PORT": "9240",
+        "REFUNDS_API_KEYS": '[{"name": "checkout", "sha256": "00", "scopes": []}]',
+        "REFUNDS_API_KEYS_FILE": "/run/secrets/refunds-api-keys.json",
+        "REFUNDS_API_INSECURE_NO_AUTH": "true",
+        "REFUNDS_API_MAX_BODY_BYTES": "2048",
+        "MEWS_WEBHOOK_TOKEN": "mews-webhook-token-value",
+        "REFUNDS_EVENTS_SECRET": "whsec_ZXZlbnRzLXNlY3JldC12YWx1ZQ==",
+        "REFUNDS_EVENTS_ALLOW_PRIVATE": "true",
+        "REFUNDS_EVENTS_RETRY_INITIAL_S": "2",
+        "REFUNDS_EVENTS_RETRY_MAX_S": "600",
+        "REFUNDS_EVENTS_GIVE_UP_AFTER_S": "86400",
     }
     assert set(values) == set(CONTRACT_NAMES)
     for name, value in values.items():
@@ -95,6 +127,16 @@ def test_every_contract_variable_is_read_from_the_environment(
     assert settings.refunds_http_timeout_s == 2.5
     assert settings.refunds_poll_initial_s == 1.0
     assert settings.refunds_poll_max_s == 60.0
+    assert settings.refunds_api_host == "10.0.4.7"
+    assert settings.refunds_api_port == 9240
+    assert settings.refunds_api_keys == values["REFUNDS_API_KEYS"]
+    assert settings.refunds_api_keys_file == Path("/run/secrets/refunds-api-keys.json")
+    assert settings.refunds_api_insecure_no_auth is True
+    assert settings.refunds_api_max_body_bytes == 2048
+    assert settings.refunds_events_allow_private is True
+    assert settings.refunds_events_retry_initial_s == 2.0
+    assert settings.refunds_events_retry_max_s == 600.0
+    assert settings.refunds_events_give_up_after_s == 86400.0
     for name in SECRET_NAMES:
         secret = getattr(settings, name.lower())
         assert isinstance(secret, SecretStr)
