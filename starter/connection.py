@@ -328,7 +328,14 @@ def _connect_problem(text: str, target: TemporalTarget) -> str:
         )
     closed = any(
         sign in found
-        for sign in ("close_notify", "unexpectedeof", "broken pipe", "connectionreset", "reset by")
+        for sign in (
+            "close_notify",
+            "unexpectedeof",
+            "broken pipe",
+            "connectionreset",
+            "reset by",
+            "connection closed",
+        )
     )
     if closed and target.tls is not False:
         if not target.client_certificate:
