@@ -9,11 +9,15 @@ attributes exist, and stops gracefully on SIGTERM / SIGINT: running activities g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities import RefundActivities
@@ -31,6 +35,7 @@ from workflows.payment_lane import RefundLaneWorkflow
 from workflows.refund import RefundWorkflow
 
 log = logging.getLogger("refunds.worker")
+T = TypeVar("T")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=15)
 # Traces' service.name unless OTEL_SERVICE_NAME says otherwise.
@@ -67,12 +72,15 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     events: EventActivities | None = None
     if settings.refunds_metrics_port is not None:
         log.info("metrics on :%d/metrics", settings.refunds_metrics_port)
+    # Signals are heard from the start: a SIGTERM while Temporal is still being reached (the
+    # worker is PID 1 in its container) stops it at once, with nothing in flight.
+    stop = stop or _stop_on_signals()
     try:
-        client = await connect(settings, interceptors=[tracing_interceptor()], runtime=runtime)
-        added = await ensure_search_attributes(client, client.namespace)
-        if added:
-            log.info("registered search attributes %s", ", ".join(added))
-        stop = stop or _stop_on_signals()
+        client = await _until_stopped(
+            _connect_and_register(settings, runtime), stop, "connecting to Temporal"
+        )
+        if client is None:
+            return
         events = EventActivities(settings)
         worker = build_worker(client, settings, directory, events)
         log.info(
@@ -95,6 +103,31 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         if tracer_provider is not None:
             tracer_provider.shutdown()  # flushes the spans not yet exported
     log.info("worker stopped")
+
+
+async def _connect_and_register(settings: Settings, runtime: Runtime | None) -> Client:
+    client = await connect(settings, interceptors=[tracing_interceptor()], runtime=runtime)
+    added = await ensure_search_attributes(client, client.namespace)
+    if added:
+        log.info("registered search attributes %s", ", ".join(added))
+    return client
+
+
+async def _until_stopped(work: Awaitable[T], stop: asyncio.Event, doing: str) -> T | None:
+    """``work``'s result, or None when ``stop`` is set first (``work`` is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    log.info("stopped while %s", doing)
+    return None
 
 
 def _stop_on_signals() -> asyncio.Event:
