@@ -55,7 +55,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -139,6 +139,9 @@ LANE_PATCH = "per-payment-lane"
 # bounded cancels, failed polls counted toward continue-as-new. Histories recorded before it
 # replay the earlier behaviour.
 MONEY_SAFE_PATCH = "money-safe-v2"
+# Versioning: search attributes are upserted only when their value changes (the starter has
+# set the first ones), a refund id and a state that change together in one upsert.
+LEAN_UPSERTS_PATCH = "lean-upserts"
 # Versioning: the provider's refund id is indexed (search attribute RefundProviderRefundId),
 # so a provider webhook that names only it finds the refund. Runs started before it do not.
 REFUND_ID_ATTRIBUTE_PATCH = "index-provider-refund-id"
@@ -246,6 +249,11 @@ class RefundWorkflow:
         self._check_now = False
         self._index_refund_id = False
         self._indexed_refund_id: str | None = None
+        # Search attributes (patch lean-upserts): what the run knows they hold, and values to
+        # send with the next upsert.
+        self._lean = False
+        self._attributes_now: dict[str, str] = {}
+        self._attributes_due: dict[SearchAttributeKey[str], str] = {}
         # Outcome events whose delivery workflow is being started (awaited before the run
         # ends or continues as new).
         self._event_starts: list[asyncio.Task[None]] = []
@@ -285,15 +293,29 @@ class RefundWorkflow:
     @workflow.run
     async def run(self, params: RefundWorkflowInput) -> RefundStatus:
         self._v2 = workflow.patched(MONEY_SAFE_PATCH)
-        workflow.upsert_search_attributes(
-            [
-                REFUND_PROVIDER.value_set(self._request.provider.value),
-                REFUND_PAYMENT_ID.value_set(self._request.payment_id),
-            ]
+        self._lean = workflow.patched(LEAN_UPSERTS_PATCH)
+        if self._lean:
+            # What the start set (the starter's attributes, or a previous run's).
+            held = workflow.info().typed_search_attributes
+            for key in (
+                REFUND_STATE,
+                REFUND_PROVIDER,
+                REFUND_PAYMENT_ID,
+                REFUND_PROVIDER_REFUND_ID,
+            ):
+                value = held.get(key)
+                if value is not None:
+                    self._attributes_now[key.name] = value
+        self._upsert(
+            {
+                REFUND_PROVIDER: self._request.provider.value,
+                REFUND_PAYMENT_ID: self._request.payment_id,
+            }
         )
         self._set_state(self._status.state)
         self._index_refund_id = workflow.patched(REFUND_ID_ATTRIBUTE_PATCH)
         self._index_provider_refund_id()
+        self._upsert({})
         if params.carried is None:
             record_refund_started(self._request.provider.value)
         # Temporal's cancellation cancels this (the primary) task only. The refund runs in a
@@ -993,6 +1015,8 @@ class RefundWorkflow:
             self._set_state(RefundState.PENDING)
         else:
             self._touch()
+        if self._lean:
+            self._upsert({})
 
     def _outcome_message(self, outcome: RefundState, refund: ProviderRefund) -> str:
         """The final sentence for the provider's final status: what happened, at which
@@ -1202,14 +1226,30 @@ class RefundWorkflow:
 
     def _index_provider_refund_id(self) -> None:
         refund_id = self._status.provider_refund_id
+        if self._lean:
+            # Sent with the next upsert (a state change, or the flush after the status).
+            if self._index_refund_id and refund_id:
+                self._attributes_due[REFUND_PROVIDER_REFUND_ID] = refund_id
+            return
         if self._index_refund_id and refund_id and refund_id != self._indexed_refund_id:
             workflow.upsert_search_attributes([REFUND_PROVIDER_REFUND_ID.value_set(refund_id)])
             self._indexed_refund_id = refund_id
 
+    def _upsert(self, values: dict[SearchAttributeKey[str], str]) -> None:
+        """Upsert search attributes: before lean-upserts every call, after it only values
+        that change, together with those due."""
+        if self._lean:
+            wanted = {**self._attributes_due, **values}
+            self._attributes_due = {}
+            values = {k: v for k, v in wanted.items() if self._attributes_now.get(k.name) != v}
+        if values:
+            workflow.upsert_search_attributes([k.value_set(v) for k, v in values.items()])
+            self._attributes_now.update({k.name: v for k, v in values.items()})
+
     def _set_state(self, state: RefundState) -> None:
         previous = self._status.state
         self._status.state = state
-        workflow.upsert_search_attributes([REFUND_STATE.value_set(state.value)])
+        self._upsert({REFUND_STATE: state.value})
         self._touch()
         if state is not previous and state in EVENT_STATES and self._request.notify_url:
             self._send_event(state, self._request.notify_url)
