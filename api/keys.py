@@ -18,9 +18,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from core.notify_urls import MAX_URL_LENGTH, check_syntax
+from core.notify_urls import NotifyUrl
 from core.settings import Settings
 
 KEYS_ENV = "REFUNDS_API_KEYS"
@@ -45,14 +45,7 @@ class ApiKey(BaseModel):
     scopes: Annotated[frozenset[Scope], Field(min_length=1)]
     # Where this caller's refunds send their outcome events when a request names no
     # notify_url (docs/events.md); it then becomes part of the request, as if sent.
-    notify_url: Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH)] | None = None
-
-    @field_validator("notify_url")
-    @classmethod
-    def _usable_notify_url(cls, url: str | None) -> str | None:
-        if url is not None:
-            check_syntax(url)
-        return url
+    notify_url: NotifyUrl | None = None
 
 
 _KEY_LIST = TypeAdapter(list[ApiKey])

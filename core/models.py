@@ -14,11 +14,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio.common import SearchAttributeKey
 
 from core.money import CurrencyCode, MinorUnits, Money
-from core.notify_urls import MAX_URL_LENGTH, check_syntax
+from core.notify_urls import NotifyUrl
 
 IdempotencyKey = Annotated[
     str,
@@ -137,7 +137,7 @@ class RefundRequest(_Frozen):
     merchant: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")] = (
         "default"
     )
-    notify_url: Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH)] | None = Field(
+    notify_url: NotifyUrl | None = Field(
         default=None,
         description=(
             "Where signed outcome events (Standard Webhooks) are POSTed: on the final state "
@@ -153,13 +153,6 @@ class RefundRequest(_Frozen):
         if not self.reason.strip():
             raise ValueError("reason must not be blank")
         return self
-
-    @field_validator("notify_url")
-    @classmethod
-    def _usable_notify_url(cls, url: str | None) -> str | None:
-        if url is not None:
-            check_syntax(url)
-        return url
 
     @property
     def money(self) -> Money | None:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from typing import Annotated
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field
 
 MAX_URL_LENGTH = 2000
 
@@ -43,6 +46,16 @@ def check_syntax(url: str) -> str:
     if port == 0:
         raise NotifyUrlError("notify_url has port 0")
     return parts.hostname
+
+
+def _usable(url: str) -> str:
+    check_syntax(url)
+    return url
+
+
+# A notify URL field (a request's, an API key's default): usable as written, or refused with
+# the reason on the field.
+NotifyUrl = Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH), AfterValidator(_usable)]
 
 
 def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -36,6 +36,7 @@ from core.models import (
     RefundOptions,
     RefundRequest,
     RefundState,
+    RefundStatus,
 )
 from core.settings import Settings
 from providers.errors import InvalidRequestError
@@ -139,6 +140,19 @@ async def until(check: Any, timeout_s: float = 15.0) -> Any:
         await asyncio.sleep(0.1)
 
 
+async def first_event_ends(
+    client: RefundClient, request: RefundRequest, delivery: EventDelivery
+) -> RefundStatus | None:
+    """The refund's status once its first event's delivery is ``delivery`` (None: never)."""
+
+    async def ended() -> RefundStatus | None:
+        status = await client.status(request.idempotency_key)
+        return status if status.events[-1:] and status.events[0].delivery is delivery else None
+
+    found: RefundStatus | None = await until(ended)
+    return found
+
+
 async def test_the_final_state_is_told_once_signed_and_verifiable(
     dev_env: WorkflowEnvironment,
 ) -> None:
@@ -149,15 +163,7 @@ async def test_the_final_state_is_told_once_signed_and_verifiable(
             final = await asyncio.wait_for(client.wait(request.idempotency_key), 15)
             assert final.state is RefundState.SUCCEEDED
 
-            async def delivered() -> Any:
-                status = await client.status(request.idempotency_key)
-                return (
-                    status
-                    if status.events[-1:] and status.events[0].delivery is EventDelivery.DELIVERED
-                    else None
-                )
-
-            status = await until(delivered)
+            status = await first_event_ends(client, request, EventDelivery.DELIVERED)
     assert status is not None, "the event was not delivered"
     [event] = status.events
     assert (event.type, event.state, event.attempts) == ("refund.succeeded", "SUCCEEDED", 1)
@@ -184,15 +190,7 @@ async def test_a_receiver_down_for_a_while_gets_the_event_later_and_the_refund_n
             final = await asyncio.wait_for(client.wait(request.idempotency_key), 15)
             assert final.state is RefundState.SUCCEEDED
 
-            async def delivered() -> Any:
-                status = await client.status(request.idempotency_key)
-                return (
-                    status
-                    if status.events[-1:] and status.events[0].delivery is EventDelivery.DELIVERED
-                    else None
-                )
-
-            status = await until(delivered)
+            status = await first_event_ends(client, request, EventDelivery.DELIVERED)
     assert status is not None, receiver.answered
     assert receiver.answered == [503, 503, 503, 204]
     [event] = status.events
@@ -215,15 +213,7 @@ async def test_an_event_no_receiver_takes_is_given_up_with_its_last_error(
             request = with_url(paynow_request(), receiver.url)
             await client.start(request)
 
-            async def given_up() -> Any:
-                status = await client.status(request.idempotency_key)
-                return (
-                    status
-                    if status.events[-1:] and status.events[0].delivery is EventDelivery.GIVEN_UP
-                    else None
-                )
-
-            status = await until(given_up)
+            status = await first_event_ends(client, request, EventDelivery.GIVEN_UP)
     assert status is not None
     [event] = status.events
     assert event.attempts >= 2
@@ -281,15 +271,7 @@ async def test_the_worker_refuses_a_private_receiver_even_if_the_starter_allowed
             request = with_url(paynow_request(), receiver.url)
             await client.start(request)
 
-            async def given_up() -> Any:
-                status = await client.status(request.idempotency_key)
-                return (
-                    status
-                    if status.events[-1:] and status.events[0].delivery is EventDelivery.GIVEN_UP
-                    else None
-                )
-
-            status = await until(given_up)
+            status = await first_event_ends(client, request, EventDelivery.GIVEN_UP)
     assert status is not None
     assert receiver.received == []
     assert status.events[0].attempts == 1
