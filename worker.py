@@ -59,6 +59,9 @@ def build_worker(
         # The `refunds` Nexus service (docs/nexus.md), for callers in other namespaces.
         nexus_service_handlers=[RefundsNexusHandler.from_settings(settings)],
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        max_cached_workflows=settings.refunds_worker_max_cached_workflows,
+        max_concurrent_activities=settings.refunds_worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.refunds_worker_max_concurrent_workflow_tasks,
     )
 
 

@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     # long for Mews to show what it made, then look this many times, each finding nothing.
     refunds_reconcile_settle_s: Annotated[float, Field(ge=1, le=3_600)] = 30.0
     refunds_reconcile_lookups: Annotated[int, Field(ge=1, le=10)] = 2
+    # How much one worker holds (docs/performance.md): workflows kept in its sticky cache (an
+    # evicted one is replayed from its history at its next task, so memory stays bounded with
+    # any number of open refunds), and tasks run at once. Unset: the SDK's own default.
+    refunds_worker_max_cached_workflows: Annotated[int, Field(ge=0, le=100_000)] = 1000
+    refunds_worker_max_concurrent_activities: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    refunds_worker_max_concurrent_workflow_tasks: (
+        Annotated[int, Field(ge=2, le=10_000)] | None
+    ) = None
     # The worker's Prometheus endpoint (/metrics); unset: no endpoint (docs/observability.md).
     refunds_metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
