@@ -52,9 +52,9 @@ class Settings(BaseSettings):
     # any number of open refunds), and tasks run at once. Unset: the SDK's own default.
     refunds_worker_max_cached_workflows: Annotated[int, Field(ge=0, le=100_000)] = 1000
     refunds_worker_max_concurrent_activities: Annotated[int, Field(ge=1, le=10_000)] | None = None
-    refunds_worker_max_concurrent_workflow_tasks: (
-        Annotated[int, Field(ge=2, le=10_000)] | None
-    ) = None
+    refunds_worker_max_concurrent_workflow_tasks: Annotated[int, Field(ge=2, le=10_000)] | None = (
+        None
+    )
     # The worker's Prometheus endpoint (/metrics); unset: no endpoint (docs/observability.md).
     refunds_metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
