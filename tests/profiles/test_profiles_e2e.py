@@ -30,6 +30,9 @@ from simulators.serving import free_port
 from starter.client import RefundClient
 from tests.support.simulators import SimulatorControl
 
+# A real worker process, dev server and simulators: left out by `make unit`.
+pytestmark = pytest.mark.e2e
+
 FINAL_TIMEOUT_S = 30.0
 HOTEL_ENTERPRISE = str(uuid.UUID(int=0x40E1))
 GROUP_A, GROUP_B = str(uuid.UUID(int=0x6A01)), str(uuid.UUID(int=0x6B02))
