@@ -151,7 +151,10 @@ def problem_response(
 
 
 def field_errors(
-    errors: Sequence[Any], *, prefix: Sequence[str] = (), rename: Mapping[str, str] | None = None
+    errors: Sequence[Any],
+    *,
+    prefix: Sequence[str | int] = (),
+    rename: Mapping[str, str] | None = None,
 ) -> list[FieldError]:
     """Pydantic's error list as :class:`FieldError` s, never echoing the input (it may be
     large, or hold what the caller should not see again in a log). ``prefix`` places errors of
@@ -167,6 +170,11 @@ def field_errors(
         message = str(error["msg"]).removeprefix("Value error, ")
         found.append(FieldError(loc=loc, msg=message, type=str(error["type"])))
     return found
+
+
+def describe_field_errors(errors: Sequence[FieldError]) -> str:
+    """The problem's one-line detail: ``body.currency: ...; header.Idempotency-Key: ...``."""
+    return "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors)
 
 
 # Domain error -> problem kind. Order matters: subclasses before their bases.
@@ -226,7 +234,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = field_errors(exc.errors())
         return problem_response(
             ProblemKind.VALIDATION,
-            "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors),
+            describe_field_errors(errors),
             instance=_path(request),
             errors=errors,
         )
@@ -236,7 +244,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = field_errors(exc.errors(), prefix=["body"])
         return problem_response(
             ProblemKind.VALIDATION,
-            "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors),
+            describe_field_errors(errors),
             instance=_path(request),
             errors=errors,
         )

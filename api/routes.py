@@ -28,7 +28,14 @@ from api.models import (
     RefundSummary,
     ResolveBody,
 )
-from api.problems import ApiProblem, FieldError, ProblemKind, field_errors, problem_responses
+from api.problems import (
+    ApiProblem,
+    FieldError,
+    ProblemKind,
+    describe_field_errors,
+    field_errors,
+    problem_responses,
+)
 from core.models import (
     IdempotencyKey,
     ProviderName,
@@ -285,8 +292,7 @@ async def readyz(request: Request) -> Health:
 
 def _invalid(err: ValidationError, rename: dict[str, str] | None = None) -> ApiProblem:
     errors = field_errors(err.errors(), prefix=["body"], rename=rename)
-    detail = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors)
-    return ApiProblem(ProblemKind.VALIDATION, detail, errors=errors)
+    return ApiProblem(ProblemKind.VALIDATION, describe_field_errors(errors), errors=errors)
 
 
 def _bad_page_token() -> ApiProblem:

@@ -37,7 +37,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.alias_generators import to_pascal
 from temporalio.service import RPCError
 
-from api.problems import FieldError, ProblemKind, field_errors, problem_response, problem_responses
+from api.problems import (
+    ProblemKind,
+    describe_field_errors,
+    field_errors,
+    problem_response,
+    problem_responses,
+)
 from core.models import ProviderName
 from starter.client import RefundClientError
 
@@ -169,12 +175,10 @@ def payment_updated_ids(body: bytes) -> list[str]:
 
 
 def _invalid(errors: list[Any], *, prefix: list[str | int]) -> JSONResponse:
-    found = [
-        FieldError(loc=[*prefix, *error.loc], msg=error.msg, type=error.type)
-        for error in field_errors(errors)
-    ]
-    detail = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in found)
-    return problem_response(ProblemKind.VALIDATION, detail, instance=MASKED_PATH, errors=found)
+    found = field_errors(errors, prefix=prefix)
+    return problem_response(
+        ProblemKind.VALIDATION, describe_field_errors(found), instance=MASKED_PATH, errors=found
+    )
 
 
 def token_matches(presented: str, configured: SecretStr | None) -> bool:
