@@ -5,7 +5,6 @@ API keys of different scopes."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -15,10 +14,11 @@ import pytest_asyncio
 
 from api.keys import Scope, hash_token, new_token
 from core.models import ProviderName
-from devstack.stack import EmbeddedStack, StackConfig, StackError
+from devstack.stack import EmbeddedStack, StackConfig
 from simulators.serving import free_port
 from starter.client import RefundClient
 from tests.support.simulators import SimulatorControl
+from tests.support.stacks import started
 
 # name -> scopes; each gets a fresh token per session.
 KEYS = {
@@ -70,20 +70,11 @@ async def api_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[A
             secret_env={"REFUNDS_API_KEYS": json.dumps(keys), **SHORT_RECONCILE},
         )
     )
-    try:
-        await stack.start()
-    except StackError as err:
-        pytest.fail(f"{err}\n{err.log_tail}")
-    try:
+    async with started(stack):
         assert stack.api_token is None, "configured keys: no dev key is made"
         client = await RefundClient.connect(stack.settings())
         async with httpx.AsyncClient(base_url=stack.sim_url, timeout=10) as http:
             yield ApiStack(stack, f"http://127.0.0.1:{api_port}", tokens, client, http)
-    finally:
-        await stack.stop()
-        if os.environ.get("REFUNDS_E2E_SHOW_LOGS") == "1":
-            for log in sorted(stack.log_dir.glob("*.log")):
-                print(f"\n--- {log}\n{log.read_text(errors='replace')[-4000:]}")
 
 
 @pytest_asyncio.fixture(loop_scope="session")

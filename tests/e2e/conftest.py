@@ -8,7 +8,6 @@ with the stack's environment.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,10 +18,11 @@ import pytest
 import pytest_asyncio
 
 from core.settings import Settings
-from devstack.stack import EmbeddedStack, StackConfig, StackError
+from devstack.stack import EmbeddedStack, StackConfig
 from simulators.serving import free_port
 from starter.client import RefundClient
 from tests.support.simulators import SimulatorControl
+from tests.support.stacks import started
 
 REPO = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_S = 60.0
@@ -93,17 +93,8 @@ async def e2e(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[E2E]:
             poll_max_s=1.0,
         )
     )
-    try:
-        await stack.start()
-    except StackError as err:
-        pytest.fail(f"{err}\n{err.log_tail}")
-    try:
+    async with started(stack):
         settings = stack.settings()
         client = await RefundClient.connect(settings)
         async with httpx.AsyncClient(base_url=stack.sim_url, timeout=10) as http:
             yield E2E(stack, settings, stack.sim_url, client, http)
-    finally:
-        await stack.stop()
-        if os.environ.get("REFUNDS_E2E_SHOW_LOGS") == "1":
-            for log in sorted(stack.log_dir.glob("*.log")):
-                print(f"\n--- {log}\n{log.read_text(errors='replace')[-4000:]}")

@@ -28,10 +28,11 @@ from temporalio.api.history.v1 import HistoryEvent
 
 from core.models import ProviderName, RefundOptions, RefundRequest, RefundStatus
 from core.settings import Settings
-from devstack.stack import EmbeddedStack, StackConfig, StackError
+from devstack.stack import EmbeddedStack, StackConfig
 from simulators.serving import free_port
 from starter.client import RefundClient
 from tests.support.simulators import SimulatorControl
+from tests.support.stacks import started
 
 HTTP_TIMEOUT_S = 1.0
 CALL_TIMEOUT_S = 3.0
@@ -258,11 +259,7 @@ async def faults(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Faul
             extra_worker_env=WORKER_ENV,
         )
     )
-    try:
-        await stack.start()
-    except StackError as err:
-        pytest.fail(f"{err}\n{err.log_tail}")
-    try:
+    async with started(stack):
         settings: Settings = stack.settings()
         options = RefundOptions(
             poll_initial_s=POLL_INITIAL_S, poll_max_s=POLL_MAX_S, call_timeout_s=CALL_TIMEOUT_S
@@ -271,8 +268,6 @@ async def faults(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Faul
         client = RefundClient(stack.client, task_queue=settings.refunds_task_queue, options=options)
         async with httpx.AsyncClient(base_url=stack.sim_url, timeout=10) as http:
             yield FaultStack(stack, client, http)
-    finally:
-        await stack.stop()
 
 
 @pytest_asyncio.fixture(autouse=True, loop_scope="session")

@@ -25,12 +25,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from devstack.stack import EmbeddedStack, StackConfig, StackError
+from devstack.stack import EmbeddedStack, StackConfig
 from simulators.serving import free_port
 from starter.client import RefundClient
 from starter.connection import connect
 from tests.nexus.callers import RefundCallerWorkflow, RefundStatusCallerWorkflow
 from tests.support.simulators import SimulatorControl
+from tests.support.stacks import started
 
 CALLER_NAMESPACE = "callers"
 CALLER_TASK_QUEUE = "refund-callers"
@@ -79,11 +80,7 @@ async def nexus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Nexus
             poll_max_s=1.0,
         )
     )
-    try:
-        await stack.start()
-    except StackError as err:
-        pytest.fail(f"{err}\n{err.log_tail}")
-    try:
+    async with started(stack):
         settings = stack.settings()
         assert stack.client is not None
         await _register_namespace(stack.client, CALLER_NAMESPACE)
@@ -100,8 +97,6 @@ async def nexus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Nexus
             httpx.AsyncClient(base_url=stack.sim_url, timeout=10) as http,
         ):
             yield NexusStack(stack, await RefundClient.connect(settings), callers, http)
-    finally:
-        await stack.stop()
 
 
 def caller_timeout() -> timedelta:

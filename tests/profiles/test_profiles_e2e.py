@@ -24,11 +24,12 @@ import pytest
 import pytest_asyncio
 
 from core.models import ProviderName, RefundRequest, RefundState, RefundStatus
-from devstack.stack import EmbeddedStack, StackConfig, StackError
+from devstack.stack import EmbeddedStack, StackConfig
 from simulators.common import credential_digest
 from simulators.serving import free_port
 from starter.client import RefundClient
 from tests.support.simulators import SimulatorControl
+from tests.support.stacks import started
 
 # A real worker process, dev server and simulators: left out by `make unit`.
 pytestmark = pytest.mark.e2e
@@ -115,11 +116,7 @@ async def profiles(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pr
     )
     stack = EmbeddedStack(config)
     (root / "profiles.toml").write_text(profiles_toml(stack.sim_url))
-    try:
-        await stack.start()
-    except StackError as err:
-        pytest.fail(f"{err}\n{err.log_tail}")
-    try:
+    async with started(stack):
         client = await RefundClient.connect(stack.settings())
         async with httpx.AsyncClient(base_url=stack.sim_url, timeout=10) as http:
             tenants: list[tuple[str, dict[str, Any]]] = [
@@ -152,8 +149,6 @@ async def profiles(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pr
                 response = await http.put(path, json=body)
                 assert response.status_code == 200, response.text
             yield ProfilesStack(stack, client, http, secrets_dir)
-    finally:
-        await stack.stop()
 
 
 async def mews_request(

@@ -21,10 +21,11 @@ import pytest_asyncio
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from devstack.stack import EmbeddedStack, StackConfig, StackError
+from devstack.stack import EmbeddedStack, StackConfig
 from simulators.serving import free_port
 from starter.client import RefundClient
 from tests.support.simulators import SimulatorControl
+from tests.support.stacks import started
 from tests.support.system_tools import require_program
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,16 +96,10 @@ async def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ui
 async def running(stack: EmbeddedStack) -> AsyncIterator[UiStack]:
     """``stack`` started (a start failure fails the test with the log's tail), with a client
     and an HTTP client for its simulators; stopped on the way out."""
-    try:
-        await stack.start()
-    except StackError as err:
-        pytest.fail(f"{err}\n{err.log_tail}")
-    try:
+    async with started(stack):
         client = await RefundClient.connect(stack.settings())
         async with httpx.AsyncClient(base_url=stack.sim_url, timeout=10) as http:
             yield UiStack(stack, client, http)
-    finally:
-        await stack.stop()
 
 
 @pytest.fixture(scope="package")
