@@ -6,45 +6,15 @@ showing how the delivery went."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
-from standardwebhooks import Webhook
 
 from core.models import ProviderName
 from tests.e2e.conftest import E2E
 from tests.e2e.test_cli_e2e import new_key, start_args
+from tests.support.receivers import Receiver, receiving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
-
-
-@contextmanager
-def receiver(secret: str) -> Iterator[tuple[str, list[Any]]]:
-    verified: list[Any] = []
-    signer = Webhook(secret)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            verified.append(signer.verify(body, dict(self.headers.items())))
-            self.send_response(204)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/events", verified
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 async def test_start_with_a_notify_url_tells_the_outcome_signed(e2e: E2E) -> None:
@@ -52,9 +22,12 @@ async def test_start_with_a_notify_url_tells_the_outcome_signed(e2e: E2E) -> Non
     assert secret is not None, "the stack makes a signing secret when none is configured"
     payment = await e2e.new_payment(ProviderName.PAYNOW, "succeeds_immediately")
     key = new_key("events")
-    with receiver(secret) as (url, verified):
+    with receiving(Receiver()) as receiver:
         started = await e2e.cli(
-            *start_args(ProviderName.PAYNOW, payment, key, "3.00"), "--notify-url", url, "--wait"
+            *start_args(ProviderName.PAYNOW, payment, key, "3.00"),
+            "--notify-url",
+            receiver.url,
+            "--wait",
         )
         assert started.code == 0, started.err
         for _ in range(100):
@@ -63,7 +36,7 @@ async def test_start_with_a_notify_url_tells_the_outcome_signed(e2e: E2E) -> Non
                 break
             await asyncio.sleep(0.1)
     assert "event            refund.succeeded delivered (1 attempt)" in shown.out, shown.out
-    [event] = verified
+    [event] = receiver.verified(secret)
     assert event["type"] == "refund.succeeded"
     assert event["data"]["key"] == key
     assert event["data"]["state"] == "SUCCEEDED"

@@ -13,13 +13,10 @@ import asyncio
 import base64
 import json
 import os
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -41,6 +38,7 @@ from core.models import (
 from core.settings import Settings
 from providers.errors import InvalidRequestError
 from starter.client import RefundClient, RefundNotFoundError
+from tests.support.receivers import Receiver, receiving
 from tests.workflows.fakes import FakeProvider, refund
 from tests.workflows.test_refund_workflow import paynow_request
 from workflows.events import RefundEventWorkflow
@@ -54,52 +52,6 @@ QUICK = RefundOptions(
     events_retry_initial_s=0.2,
     events_retry_max_s=0.5,
 )
-
-
-@dataclass
-class Receiver:
-    """An HTTP endpoint on loopback that answers ``failures`` times 503, then 204."""
-
-    failures: int = 0
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    answered: list[int] = field(default_factory=list)
-    url: str = ""
-
-    def verified(self) -> list[Any]:
-        """Every delivered body, checked with the Standard Webhooks library."""
-        signer = Webhook(SECRET)
-        return [
-            signer.verify(body, headers)
-            for (headers, body), code in zip(self.received, self.answered, strict=True)
-            if code == 204
-        ]
-
-
-@contextmanager
-def receiving(receiver: Receiver) -> Iterator[Receiver]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            receiver.received.append((dict(self.headers.items()), body))
-            code = 503 if receiver.failures > 0 else 204
-            receiver.failures -= 1
-            receiver.answered.append(code)
-            self.send_response(code)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/refund-events"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @asynccontextmanager
@@ -167,7 +119,7 @@ async def test_the_final_state_is_told_once_signed_and_verifiable(
     assert status is not None, "the event was not delivered"
     [event] = status.events
     assert (event.type, event.state, event.attempts) == ("refund.succeeded", "SUCCEEDED", 1)
-    [body] = receiver.verified()
+    [body] = receiver.verified(SECRET)
     assert body["type"] == "refund.succeeded"
     assert body["data"]["key"] == request.idempotency_key
     assert body["data"]["state"] == "SUCCEEDED"
@@ -235,8 +187,8 @@ async def test_needs_attention_and_the_final_state_are_each_told(
             await client.start(request)
             final = await asyncio.wait_for(client.wait(request.idempotency_key), 20)
             assert final.state is RefundState.SUCCEEDED
-            await until(lambda: asyncio.sleep(0, len(receiver.verified()) == 2))
-    types = [body["type"] for body in receiver.verified()]
+            await until(lambda: asyncio.sleep(0, len(receiver.verified(SECRET)) == 2))
+    types = [body["type"] for body in receiver.verified(SECRET)]
     assert types == ["refund.needs_attention", "refund.succeeded"]
     assert [e.type for e in final.events] == types
 
