@@ -1,6 +1,12 @@
 """The refund worker: runs `RefundWorkflow` and its activities on ``REFUNDS_TASK_QUEUE``,
 and the handler of the `refunds` Nexus service (``nexus_service``) on the same task queue.
 
+Beside it, one activities-only worker per **budget queue** (``core.budgets``,
+``<task queue>.budget.<provider>.<group>``): the provider calls of the profiles sharing one
+credential, dispatched by the Temporal server at most at the budget's rate, counted over
+every worker polling that queue. The main worker keeps every activity too, so refunds that
+scheduled their calls on the main task queue (before budget queues) still run.
+
 It holds the provider credentials (the workflows never see them), checks the search
 attributes exist, and stops gracefully on SIGTERM / SIGINT: running activities get
 ``GRACEFUL_SHUTDOWN`` to finish; anything cut short is retried by Temporal on another worker.
@@ -12,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
@@ -23,6 +29,7 @@ from temporalio.worker import Worker
 from activities import RefundActivities
 from activities.events import EventActivities
 from activities.lane_activities import LaneActivities
+from core.budgets import BudgetGroup
 from core.settings import Settings
 from nexus_service.handler import RefundsNexusHandler
 from providers.registry import ProviderDirectory
@@ -65,6 +72,57 @@ def build_worker(
     )
 
 
+def build_budget_workers(
+    client: Client, settings: Settings, directory: ProviderDirectory
+) -> list[Worker]:
+    """One activities-only worker per budget queue, asking the server to dispatch at most
+    the group's budget rate from it (``max_task_queue_activities_per_second``, enforced for
+    every worker of the queue together; ``core.budgets`` says how the rate is chosen so that
+    no window of the budget's length sees more than its N calls). A group without a budget
+    gets its queue without a limit. The queues differ from the workflows' task queue, so no
+    call bypasses the server's limit as an eager activity."""
+    activities = RefundActivities(directory)
+    return [
+        Worker(
+            client,
+            task_queue=group.queue(settings.refunds_task_queue),
+            activities=activities.provider_calls,
+            max_task_queue_activities_per_second=(
+                group.budget.tasks_per_second if group.budget is not None else None
+            ),
+            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            max_concurrent_activities=settings.refunds_worker_max_concurrent_activities,
+        )
+        for group in directory.budget_groups
+    ]
+
+
+def describe_budget_queues(groups: Sequence[BudgetGroup], task_queue: str) -> str:
+    """One line for the log: each budget queue, its profiles and budget (names only)."""
+    parts = []
+    for group in groups:
+        if group.budget is None:
+            limit = "no budget"
+        else:
+            rate = group.budget.tasks_per_second
+            limit = f"budget {group.budget}, at most {rate:.3f} calls/s dispatched"
+        parts.append(f"{group.queue(task_queue)} (profiles {', '.join(group.profiles)}; {limit})")
+    return "; ".join(parts) if parts else "none"
+
+
+@contextlib.asynccontextmanager
+async def running(workers: Sequence[Worker]) -> AsyncIterator[None]:
+    """Run ``workers`` together; on the way out all stop at once, each with its grace period
+    to finish running activities (one after the other could take the sum of them)."""
+    async with contextlib.AsyncExitStack() as stack:
+        for each in workers:
+            await stack.enter_async_context(each)
+        try:
+            yield
+        finally:
+            await asyncio.gather(*(each.shutdown() for each in workers))
+
+
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT when no event is given)."""
     # Missing credentials fail first, before anything is set up.
@@ -86,6 +144,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             return
         events = EventActivities(settings)
         worker = build_worker(client, settings, directory, events)
+        budget_workers = build_budget_workers(client, settings, directory)
         log.info(
             "worker connected to %s namespace=%s task_queue=%s providers=%s",
             # As resolved from the settings and the SDK's TEMPORAL_* configuration.
@@ -96,7 +155,11 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         )
         # Profile names only: their credentials never reach a log.
         log.info("merchant profiles: %s", directory.describe())
-        async with worker:
+        log.info(
+            "budget queues: %s",
+            describe_budget_queues(directory.budget_groups, settings.refunds_task_queue),
+        )
+        async with running([worker, *budget_workers]):
             await stop.wait()
             log.info("stopping: letting running activities finish")
     finally:

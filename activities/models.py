@@ -81,6 +81,13 @@ class FoundRefunds(_Result):
     refunds: tuple[ProviderRefund, ...]
 
 
+class RefundRoute(_Result):
+    """Where a refund's provider calls run: the budget queue of its profile's credential
+    (``core.budgets``), e.g. ``refunds.budget.mews.default``."""
+
+    task_queue: str
+
+
 class EnterLaneInput(_Model):
     lane_id: str
     workflow_id: str

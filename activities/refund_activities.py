@@ -1,4 +1,5 @@
-"""The refund activities: validate, submit, poll status, cancel, find submitted refunds."""
+"""The refund activities: validate, submit, poll status, cancel, find submitted refunds, and
+route, which names the budget queue those provider calls run on (``core.budgets``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from activities.models import (
     FoundRefunds,
     PolledRefund,
     PollInput,
+    RefundRoute,
     SubmitInput,
     SubmittedRefund,
     ValidatedRefund,
@@ -43,9 +45,19 @@ class RefundActivities:
         try:
             return self._providers.for_request(request)
         except ProviderNotConfiguredError as err:
-            raise ApplicationError(
-                str(err), type=PROVIDER_NOT_CONFIGURED, non_retryable=True
-            ) from None
+            raise _not_configured(err) from None
+
+    @activity.defn(name="route_refund")
+    async def route(self, request: RefundRequest) -> RefundRoute:
+        """The budget queue of the request's profile: ``<task queue>.budget.<provider>.<group>``,
+        where the task queue is the one this runs on (the workflow's, run as a local activity)
+        and the group is the first profile by name sharing the profile's credential. No call
+        to the provider; an unknown or disabled profile is refused, non-retryable."""
+        try:
+            group = self._providers.budget_group(request)
+        except ProviderNotConfiguredError as err:
+            raise _not_configured(err) from None
+        return RefundRoute(task_queue=group.queue(activity.info().task_queue))
 
     @activity.defn(name="validate_refund")
     async def validate(self, params: ValidateInput) -> ValidatedRefund:
@@ -146,12 +158,22 @@ class RefundActivities:
         return FoundRefunds(refunds=tuple(found))
 
     @property
+    def provider_calls(self) -> list[Callable[..., Any]]:
+        """The activities that call a provider: what a budget queue's worker runs."""
+        return [self.validate, self.submit, self.poll_status, self.cancel, self.find_submitted]
+
+    @property
     def all(self) -> list[Callable[..., Any]]:
         """Every activity method, for ``Worker(activities=...)``."""
-        return [self.validate, self.submit, self.poll_status, self.cancel, self.find_submitted]
+        return [*self.provider_calls, self.route]
 
 
 _NOT_SENT = "submit-not-sent"
+
+
+def _not_configured(err: ProviderNotConfiguredError) -> ApplicationError:
+    # Names only, never a credential: the message lands in the workflow's history.
+    return ApplicationError(str(err), type=PROVIDER_NOT_CONFIGURED, non_retryable=True)
 
 
 def _said_not_sent(info: activity.Info) -> bool:

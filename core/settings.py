@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.budgets import BudgetError, parse_budget
 
 
 class MissingSettingError(RuntimeError):
@@ -55,6 +57,12 @@ class Settings(BaseSettings):
     refunds_worker_max_concurrent_workflow_tasks: Annotated[int, Field(ge=2, le=10_000)] | None = (
         None
     )
+    # Provider budgets (docs/operations.md, "Provider budgets"): every call on one Mews access
+    # token, or one Paynow API key, from every worker, counts against one budget "N/Ts" (at
+    # most N requests in any T seconds), kept by Temporal's task queue rate limit; "none": no
+    # budget. Mews documents 200 per 30 s; Paynow documents none. Blank: the default.
+    refunds_mews_budget: str | None = "200/30s"
+    refunds_paynow_budget: str | None = None
     # The worker's Prometheus endpoint (/metrics); unset: no endpoint (docs/observability.md).
     refunds_metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
@@ -87,6 +95,23 @@ class Settings(BaseSettings):
     refunds_events_retry_initial_s: Annotated[float, Field(gt=0, le=3_600)] = 5.0
     refunds_events_retry_max_s: Annotated[float, Field(gt=0, le=86_400)] = 3_600.0
     refunds_events_give_up_after_s: Annotated[float, Field(gt=0, le=30 * 86_400)] = 3 * 86_400.0
+
+    @field_validator("refunds_mews_budget", "refunds_paynow_budget", mode="before")
+    @classmethod
+    def _budget(cls, value: object, info: ValidationInfo) -> str | None:
+        """A budget as written canonically ("200/30s"), or None for none."""
+        if value is None:
+            return None
+        if isinstance(value, str) and not value.strip():
+            default = cls.model_fields[info.field_name or ""].default
+            return default if isinstance(default, str) else None
+        if not isinstance(value, str):
+            raise ValueError("a budget is a string, N/Ts")
+        try:
+            budget = parse_budget(value)
+        except BudgetError as err:
+            raise ValueError(str(err)) from None
+        return None if budget is None else str(budget)
 
     def require(self, env_name: str, *, purpose: str) -> SecretStr:
         """The secret stored under ``env_name``, or a start-up error naming it."""

@@ -10,7 +10,8 @@ places (docs/profiles.md):
   ``<credential>_env`` (the name of an environment variable holding it) or
   ``<credential>_file`` (a file holding it: Docker and Kubernetes secrets), never the secret
   itself: the file may be committed, so an inline secret refuses the whole file. A Mews table
-  states ``portfolio``: whether its access token is a Portfolio Access Token.
+  states ``portfolio``: whether its access token is a Portfolio Access Token. A table may
+  state its own ``budget`` (``core.budgets``), else the provider's setting applies.
 
 Every enabled profile's credentials are checked at start-up; a disabled one
 (``enabled = false``) is listed but needs none, and a request naming it is refused.
@@ -26,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.budgets import Budget, BudgetError, BudgetGroup, group_profiles, parse_budget
 from core.models import ProviderName
 from core.settings import MissingSettingError, Settings
 from providers.base import RefundProvider
-from providers.credentials import Credential, FileCredential, env_credential
+from providers.credentials import Credential, FileCredential, FixedCredential, env_credential
 from providers.http import build_client
 from providers.mews import MewsAdapter
 from providers.paynow import PaynowAdapter
@@ -47,6 +49,11 @@ CREDENTIALS: dict[ProviderName, tuple[str, ...]] = {
     ProviderName.MEWS: ("client_token", "access_token"),
     ProviderName.PAYNOW: ("api_key", "signature_key"),
 }
+# The credential each provider counts its rate limit on: profiles sharing it share a budget.
+RATE_LIMITED_BY: dict[ProviderName, str] = {
+    ProviderName.MEWS: "access_token",
+    ProviderName.PAYNOW: "api_key",
+}
 
 
 class ProfilesFileError(MissingSettingError):
@@ -58,6 +65,17 @@ class _Table(BaseModel):
 
     base_url: str = Field(min_length=1, pattern=r"^https?://")
     enabled: bool = True
+    # "N/Ts" or "none"; unset: REFUNDS_<PROVIDER>_BUDGET.
+    budget: str | None = None
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: str | None) -> str | None:
+        try:
+            parse_budget(value)
+        except BudgetError as err:
+            raise ValueError(str(err)) from None
+        return value
 
 
 class _MewsTable(_Table):
@@ -94,6 +112,10 @@ class Profile:
     enabled: bool
     origin: str
     build: Callable[[], RefundProvider] | None = None
+    # Enabled profiles: the profile's budget (None: none), and the credential its provider
+    # counts the rate limit on (compared at start-up to group profiles, never shown).
+    budget: Budget | None = None
+    rate_credential: Credential | None = None
 
 
 def load_profiles(settings: Settings) -> list[Profile]:
@@ -120,6 +142,40 @@ def load_profiles(settings: Settings) -> list[Profile]:
             "PAYNOW_SIGNATURE_KEY), or name profiles in REFUNDS_PROFILES_FILE (docs/profiles.md)"
         )
     return profiles
+
+
+def settings_budget(settings: Settings, provider: ProviderName) -> Budget | None:
+    """The provider's budget setting (``REFUNDS_MEWS_BUDGET``, ``REFUNDS_PAYNOW_BUDGET``)."""
+    return parse_budget(getattr(settings, f"refunds_{provider.value}_budget"))
+
+
+def budget_groups(profiles: list[Profile]) -> list[BudgetGroup]:
+    """The enabled profiles grouped per provider by the credential the provider counts its
+    rate limit on (Mews: the access token, Paynow: the API key). Credentials are read now and
+    only compared: a group is named after its first profile, never after a credential."""
+    groups: list[BudgetGroup] = []
+    for provider in ProviderName:
+        enabled = [p for p in profiles if p.provider is provider and p.enabled]
+        group_of = group_profiles((p.name, _rate_key(p)) for p in enabled)
+        for name in sorted(set(group_of.values())):
+            members = [p for p in enabled if group_of[p.name] == name]
+            budget: Budget | None = None
+            # The strictest budget of the profiles wins; no budget only if none has one.
+            for member in members:
+                if member.budget is not None:
+                    budget = member.budget.stricter(budget)
+            groups.append(
+                BudgetGroup(provider, name, tuple(sorted(p.name for p in members)), budget)
+            )
+    return groups
+
+
+def _rate_key(profile: Profile) -> tuple[str, str]:
+    """What a profile's provider counts its limit on; a profile without a known credential
+    (built by hand) is a group of its own."""
+    if profile.rate_credential is None:
+        return ("profile", profile.name)
+    return ("credential", profile.rate_credential.current().get_secret_value())
 
 
 def build_adapters(
@@ -161,6 +217,10 @@ def _default_profiles(settings: Settings) -> list[Profile]:
                     enabled=True,
                     origin="the environment",
                     build=functools.partial(factory, settings),
+                    budget=settings_budget(settings, provider),
+                    rate_credential=FixedCredential(
+                        getattr(settings, f"{provider.value}_{RATE_LIMITED_BY[provider]}")
+                    ),
                 )
             )
         elif present:
@@ -275,7 +335,20 @@ def _profile(
                 signature_key=resolved["signature_key"],
             )
 
-    return Profile(name, provider, enabled=True, origin=where, build=build)
+    budget = (
+        parse_budget(parsed.budget)
+        if "budget" in parsed.model_fields_set
+        else settings_budget(settings, provider)
+    )
+    return Profile(
+        name,
+        provider,
+        enabled=True,
+        origin=where,
+        build=build,
+        budget=budget,
+        rate_credential=resolved[RATE_LIMITED_BY[provider]],
+    )
 
 
 def _source(table: _Table, credential: str, where: str) -> tuple[str, str | Path]:

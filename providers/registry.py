@@ -4,19 +4,23 @@ A provider is enabled when a merchant profile of it is: the ``MEWS_*``/``PAYNOW_
 (the profile ``default``) or ``REFUNDS_PROFILES_FILE`` (:mod:`providers.profiles`). Half a
 configuration (one credential of two) fails at start-up naming the missing variable; so does
 a configuration with none.
+
+Provider calls are grouped by the credential their provider counts its rate limit on
+(:class:`~core.budgets.BudgetGroup`): each group has its own budget queue (``core.budgets``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
+from core.budgets import BudgetGroup
 from core.models import ProviderName, RefundRequest
 from core.settings import Settings
 from providers.base import RefundProvider
 from providers.errors import InvalidRequestError
 from providers.mews import check_mews_request
 from providers.paynow import check_paynow_request
-from providers.profiles import DEFAULT_PROFILE, build_adapters, load_profiles
+from providers.profiles import DEFAULT_PROFILE, budget_groups, build_adapters, load_profiles
 
 REQUEST_CHECKS: dict[ProviderName, Callable[[RefundRequest], None]] = {
     ProviderName.MEWS: check_mews_request,
@@ -49,7 +53,10 @@ class ProviderDirectory:
 
     ``providers`` are the profile ``default``'s; ``profiles`` holds any others (and may hold
     ``default`` too). ``disabled`` lists (profile, provider) pairs that exist but are switched
-    off: a request naming one is refused like an unknown profile, saying so."""
+    off: a request naming one is refused like an unknown profile, saying so.
+
+    ``groups`` say which profiles share a budget; a profile in none is a group of its own,
+    with no budget."""
 
     def __init__(
         self,
@@ -57,6 +64,7 @@ class ProviderDirectory:
         *,
         profiles: Mapping[str, Mapping[ProviderName, RefundProvider]] | None = None,
         disabled: Iterable[tuple[str, ProviderName]] = (),
+        groups: Iterable[BudgetGroup] = (),
     ) -> None:
         self._profiles: dict[str, dict[ProviderName, RefundProvider]] = {
             name: dict(adapters) for name, adapters in (profiles or {}).items()
@@ -64,6 +72,9 @@ class ProviderDirectory:
         if providers:
             self._profiles.setdefault(DEFAULT_PROFILE, {}).update(providers)
         self._disabled = frozenset(disabled)
+        self._groups: dict[tuple[str, ProviderName], BudgetGroup] = {
+            (name, group.provider): group for group in groups for name in group.profiles
+        }
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProviderDirectory:
@@ -71,6 +82,7 @@ class ProviderDirectory:
         return cls(
             profiles=build_adapters(profiles),
             disabled=[(p.name, p.provider) for p in profiles if not p.enabled],
+            groups=budget_groups(profiles),
         )
 
     @property
@@ -91,6 +103,24 @@ class ProviderDirectory:
                 names += [f"{m} (disabled)" for m in off]
             parts.append(f"{provider.value}: {', '.join(names) if names else 'none'}")
         return "; ".join(parts)
+
+    @property
+    def budget_groups(self) -> list[BudgetGroup]:
+        """One group per budget queue: every enabled profile is in exactly one."""
+        found = {(g.provider, g.name): g for g in self._groups.values()}
+        for provider in ProviderName:
+            for name in self.profile_names(provider):
+                if (name, provider) not in self._groups:
+                    found[(provider, name)] = BudgetGroup(provider, name, (name,), None)
+        return [found[key] for key in sorted(found)]
+
+    def budget_group(self, request: RefundRequest) -> BudgetGroup:
+        """The group whose budget queue the request's provider calls run on; raises
+        :class:`ProviderNotConfiguredError` as :meth:`for_request` does."""
+        self.for_request(request)
+        key = (request.merchant, request.provider)
+        group = self._groups.get(key)
+        return group or BudgetGroup(request.provider, request.merchant, (request.merchant,), None)
 
     def for_request(self, request: RefundRequest) -> RefundProvider:
         provider, merchant = request.provider, request.merchant
