@@ -48,9 +48,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -113,6 +111,15 @@ with workflow.unsafe.imports_passed_through():
         lane_id_for,
         lane_scope,
     )
+    from workflows.outcomes import Accepted as _Accepted
+    from workflows.outcomes import BudgetSpent as _BudgetSpent
+    from workflows.outcomes import Close as _Close
+    from workflows.outcomes import Decision as _Decision
+    from workflows.outcomes import Final as _Final
+    from workflows.outcomes import Lookup as _Lookup
+    from workflows.outcomes import Refused as _Refused
+    from workflows.outcomes import Resend as _Resend
+    from workflows.outcomes import Unknown as _Unknown
 
 # How long the server keeps retrying one activity before the workflow looks up again.
 CALL_BUDGET = timedelta(minutes=10)
@@ -153,56 +160,6 @@ EVENT_WORKFLOW_PREFIX = "refund-event:"
 R = TypeVar("R")
 P = TypeVar("P")
 
-
-# What one activity call came to, besides its result (see `_call_once`).
-@dataclass(frozen=True)
-class _Final:
-    """A non-retryable failure from an activity: the step's answer is "no"."""
-
-    error: ApplicationError
-
-
-@dataclass(frozen=True)
-class _BudgetSpent:
-    """The call's budget ran out (maybe mid-call); its last error is noted in the status."""
-
-
-# What one submit call came to.
-@dataclass(frozen=True)
-class _Accepted:
-    submitted: SubmittedRefund
-
-
-@dataclass(frozen=True)
-class _Refused:
-    message: str
-
-
-@dataclass(frozen=True)
-class _Unknown:
-    message: str
-
-
-class _Lookup(Enum):
-    """What reconciliation came to when it adopted nothing."""
-
-    NONE_MADE = "sure that nothing was made"
-    UNRESOLVED = "cannot tell: an operator decides"
-
-
-# An operator's decision, handed from the `resolve` handler to the main flow.
-@dataclass(frozen=True)
-class _Resend:
-    pass
-
-
-@dataclass(frozen=True)
-class _Close:
-    state: RefundState
-    message: str
-
-
-_Decision = ProviderRefund | _Resend | _Close
 
 RESOLVE_HINT = (
     "resolve it: adopt the provider refund that is this one's (`refunds resolve KEY --adopt "
@@ -1360,6 +1317,9 @@ def _describe(err: BaseException, call: str) -> str:
 
 # Last: the lane workflow and its refunds signal each other, so each module imports the other
 # once its own class exists; either can then be imported first (in the worker and in the
-# workflow sandbox alike).
-from workflows.events import RefundEventWorkflow  # noqa: E402
-from workflows.payment_lane import RefundLaneWorkflow  # noqa: E402
+# workflow sandbox alike). Passed through: here they only name signals and a child workflow,
+# and the sandbox would otherwise run both modules again for every refund it loads
+# (docs/performance.md, "Worker CPU").
+with workflow.unsafe.imports_passed_through():
+    from workflows.events import RefundEventWorkflow
+    from workflows.payment_lane import RefundLaneWorkflow
