@@ -15,7 +15,9 @@ Refunds are started through ``RefundClient`` as any starter does, each on a fres
 (made before the clock starts), with status checks 10 ms apart so waiting is not what is
 measured. Printed per kind: workflows/s (median of the rounds), the ratio to ``bare``, and
 from one workflow of the last round the history events and workflow tasks (the refund's own
-and its lane's), the status checks, then the refund worker's peak RSS. The figures are for
+and its lane's), the status checks, the worker's CPU time per workflow (the refund worker's,
+lanes included; the bare worker's for ``bare``: the most stable figure on a busy machine),
+then the refund worker's peak RSS. The figures are for
 the machine they were taken on; the ratios, measured in one run, are what to compare.
 """
 
@@ -97,12 +99,43 @@ def shape_of(history: WorkflowHistory, lane: WorkflowHistory | None = None) -> S
     )
 
 
+def cpu_s(pid: int | None) -> float | None:
+    """The process's CPU time so far (user + system), in seconds; None if it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        # /proc/PID/stat: fields 14 and 15 (utime, stime) after the parenthesized command.
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Bench:
-    def __init__(self, stack: EmbeddedStack, client: RefundClient, http: httpx.AsyncClient):
+    def __init__(
+        self,
+        stack: EmbeddedStack,
+        client: RefundClient,
+        http: httpx.AsyncClient,
+        bare_pid: int | None,
+    ):
         self.stack = stack
         self.client = client
         self.raw: Client = client.client
         self.http = http
+        self.bare_pid = bare_pid
+        # Worker CPU seconds per workflow, per round: the refund worker for refunds (their
+        # lanes included), the bare worker for the baseline.
+        self.cpu: dict[str, list[float]] = {}
+
+    async def timed_round(self, kind: Kind, count: int) -> tuple[float, str | RefundRequest]:
+        pid = self.bare_pid if kind.provider is None else self.stack.worker_pid
+        before = cpu_s(pid)
+        rate, sample = await self.round(kind, count)
+        after = cpu_s(pid)
+        if before is not None and after is not None:
+            self.cpu.setdefault(kind.label, []).append((after - before) / count)
+        return rate, sample
 
     async def request(self, kind: Kind) -> RefundRequest:
         assert kind.provider is not None
@@ -193,7 +226,7 @@ async def run(count: int, rounds: int, warmup: int) -> int:
             bare.start()
             try:
                 await ready(bare, stack.log_dir / "bare.log")
-                return await measure(stack, count, rounds, warmup)
+                return await measure(stack, count, rounds, warmup, bare.pid)
             finally:
                 await bare.stop(grace_s=5)
 
@@ -211,10 +244,12 @@ async def ready(bare: ChildProcess, log: Path, timeout_s: float = 60.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def measure(stack: EmbeddedStack, count: int, rounds: int, warmup: int) -> int:
+async def measure(
+    stack: EmbeddedStack, count: int, rounds: int, warmup: int, bare_pid: int | None
+) -> int:
     client = await RefundClient.connect(stack.settings())
     async with httpx.AsyncClient(base_url=stack.sim_url, timeout=30) as http:
-        bench = Bench(stack, client, http)
+        bench = Bench(stack, client, http, bare_pid)
         rates: dict[str, list[float]] = {k.label: [] for k in KINDS}
         samples: dict[str, str | RefundRequest] = {}
         # A warm-up round of each kind, not counted: imports, caches, the first lanes.
@@ -223,7 +258,7 @@ async def measure(stack: EmbeddedStack, count: int, rounds: int, warmup: int) ->
                 await bench.round(kind, warmup)
         for _ in range(rounds):
             for kind in KINDS:
-                rate, sample = await bench.round(kind, count)
+                rate, sample = await bench.timed_round(kind, count)
                 rates[kind.label].append(rate)
                 samples[kind.label] = sample
         shapes = {k.label: await bench.shape(samples[k.label]) for k in KINDS}
@@ -231,15 +266,21 @@ async def measure(stack: EmbeddedStack, count: int, rounds: int, warmup: int) ->
     print(f"{count} workflows of each kind per round, {rounds} rounds, medians; one dev server")
     print(
         f"{'kind':<14} {'per s':>7} {'ratio':>6} {'events':>7} {'tasks':>6} "
-        f"{'lane ev':>8} {'lane tasks':>10} {'checks':>6}"
+        f"{'lane ev':>8} {'lane tasks':>10} {'checks':>6} {'cpu ms':>7} {'cpu x':>6}"
     )
+    bare_cpu = statistics.median(bench.cpu["bare"]) if bench.cpu.get("bare") else None
     for kind in KINDS:
         median = statistics.median(rates[kind.label])
         s = shapes[kind.label]
+        cpu = statistics.median(bench.cpu[kind.label]) if bench.cpu.get(kind.label) else None
+        cpu_ms = f"{cpu * 1000:>7.1f}" if cpu is not None else f"{'?':>7}"
+        cpu_x = f"{cpu / bare_cpu:>5.2f}x" if cpu is not None and bare_cpu else f"{'?':>6}"
         print(
             f"{kind.label:<14} {median:>7.1f} {median / baseline:>5.2f}x {s.events:>7} "
-            f"{s.tasks:>6} {s.lane_events:>8} {s.lane_tasks:>10} {s.checks:>6}"
+            f"{s.tasks:>6} {s.lane_events:>8} {s.lane_tasks:>10} {s.checks:>6} {cpu_ms} {cpu_x}"
         )
+    print("cpu ms: the worker's CPU time per workflow (the refund worker's, lanes included;")
+    print("the bare worker's for bare); cpu x: against bare's.")
     rss = peak_rss_mb(stack.worker_pid)
     print(f"refund worker peak RSS: {rss:.0f} MB" if rss is not None else "peak RSS: unknown")
     return 0
