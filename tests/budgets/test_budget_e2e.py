@@ -42,7 +42,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from core.budgets import Budget
+from core.budgets import PARTITIONS, Budget
 from core.models import ProviderName, RefundRequest
 from simulators.mews import MewsSimulator
 from simulators.mews.seed import DEFAULT_ACCESS_TOKEN, DEFAULT_CLIENT_TOKEN
@@ -160,20 +160,30 @@ async def wait_for_pollers(
     client: Client, queue: str, processes: list[WorkerProcess]
 ) -> list[float]:
     """Once every process polls ``queue``: the rate each asked for (what `temporal
-    task-queue describe` shows as a poller's RatePerSecond)."""
+    task-queue describe` shows as a poller's RatePerSecond).
+
+    A poll goes to one of the queue's partitions and waits there, so each partition is
+    described (as `--partitions-legacy 4` does): the root alone may not see a worker for
+    a minute."""
     deadline = time.monotonic() + 45
-    request = DescribeTaskQueueRequest(
-        namespace=client.namespace,
-        task_queue=TaskQueue(name=queue),
-        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-    )
+    requests = [
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=queue if n == 0 else f"/_sys/{queue}/{n}"),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        )
+        for n in range(PARTITIONS)
+    ]
     while True:
-        described = await client.workflow_service.describe_task_queue(request)
+        described = await asyncio.gather(
+            *(client.workflow_service.describe_task_queue(r) for r in requests)
+        )
+        pollers = {p.identity: p for partition in described for p in partition.pollers}
         rates = [
             poller.rate_per_second
             for process in processes
-            for poller in described.pollers
-            if poller.identity.startswith(process.identity_prefix)
+            for identity, poller in pollers.items()
+            if identity.startswith(process.identity_prefix)
         ]
         if len(rates) == len(processes):
             return rates
