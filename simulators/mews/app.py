@@ -71,6 +71,9 @@ Extra control routes:
   "Canceled"}``, default the end of its scenario's script): the refund reaches that final state
   now, without a read, as Mews' side moves on by itself; later reads keep it there. 404 for no
   such refund, 409 when it is final already (nothing changes, nothing is announced).
+* ``POST /_sim/refunds/settle`` (body optional, ``{"state"}`` as above, default ``Charged``):
+  every refund of scenario ``held`` not final yet reaches that state now, at once, as the
+  per-refund settle does -> 200 ``{"settled", "state"}`` (``settled``: how many).
 * ``POST /_sim/webhooks`` ``{"url", "duplicates", "max_attempts", "retry_delay_s"}``: send a
   ``PaymentUpdated`` general webhook for every change of a refund's state from now on:
   creation, each step a read makes, a settle (:mod:`simulators.mews.webhooks`);
@@ -392,6 +395,7 @@ class MewsSimulator:
             Route("/_sim/payments", self._create_payment, methods=["POST"]),
             Route("/_sim/refunds", self._list_refunds, methods=["GET"]),
             Route("/_sim/refunds/{refund_id}/settle", self._settle, methods=["POST"]),
+            Route("/_sim/refunds/settle", self._settle_held, methods=["POST"]),
             Route("/_sim/webhooks", self._set_webhooks, methods=["POST"]),
             Route("/_sim/tenants", self._list_tenants, methods=["GET"]),
             Route("/_sim/tenants/{name}", self._put_tenant, methods=["PUT"]),
@@ -834,6 +838,34 @@ class MewsSimulator:
             entry.script, entry.step = (state,), 0
         self.webhooks.payment_updated(refund_id)
         return JSONResponse({"refund_id": refund_id, "state": state})
+
+    async def _settle_held(self, request: Request) -> Response:
+        """Every ``held`` refund not final yet reaches the state asked (default Charged)."""
+        try:
+            spec = SettleRefund.model_validate_json(await request.body() or b"{}")
+        except ValidationError as exc:
+            return JSONResponse(
+                {
+                    "error": exc.errors(
+                        include_url=False, include_input=False, include_context=False
+                    )
+                },
+                422,
+            )
+        state = spec.state or "Charged"
+        settled: list[str] = []
+        with self._lock:
+            for entry in self._entries.values():
+                if (
+                    entry.kind == "Refund"
+                    and entry.scenario is Scenario.HELD
+                    and entry.state not in _FINAL
+                ):
+                    self._set_state_locked(entry, state)
+                    entry.script, entry.step = (state,), 0
+                    settled.append(entry.id)
+        self.webhooks.payment_updated(*settled)
+        return JSONResponse({"settled": len(settled), "state": state})
 
     async def _set_webhooks(self, request: Request) -> Response:
         try:

@@ -17,7 +17,9 @@ refunds (PROVIDERS.md, Mews: "A customer account holds many payments"). So the s
 
 Scenarios say how a payment behaves when refunded. A refund starts in the first state of its
 scenario's script; every ``payments/getAll`` read that returns it by ``PaymentIds`` moves it one
-step on, and the last state stays.
+step on, and the last state stays. A ``held`` refund stays ``Pending`` on every read until
+``POST /_sim/refunds/settle`` (or ``/_sim/refunds/{id}/settle``) settles it: a refund Mews takes
+long to process, for tests and benchmarks of many pending refunds.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Scenario(StrEnum):
     NOT_REFUNDABLE_TYPE = "not_refundable_type"
     NOT_CHARGED = "not_charged"
     PARTLY_REFUNDED = "partly_refunded"
+    HELD = "held"
 
 
 _SUCCEEDS = ("Pending", "Pending", "Charged")
@@ -62,6 +65,8 @@ REFUND_SCRIPTS: dict[Scenario, tuple[str, ...]] = {
     Scenario.NOT_REFUNDABLE_TYPE: _SUCCEEDS,
     Scenario.NOT_CHARGED: _SUCCEEDS,
     Scenario.PARTLY_REFUNDED: _SUCCEEDS,
+    # Pending until settled through the control API.
+    Scenario.HELD: ("Pending",),
 }
 
 
@@ -84,6 +89,7 @@ TEMPLATES: dict[Scenario, PaymentTemplate] = {
     Scenario.NOT_REFUNDABLE_TYPE: PaymentTemplate(3_000, "GBP", type="CashPayment"),
     Scenario.NOT_CHARGED: PaymentTemplate(4_000, "EUR", state="Pending"),
     Scenario.PARTLY_REFUNDED: PaymentTemplate(10_000, "GBP", refunded_minor=6_000),
+    Scenario.HELD: PaymentTemplate(10_000, "GBP"),
 }
 
 
@@ -142,6 +148,11 @@ SEEDED_PAYMENTS: tuple[SeedPayment, ...] = (
         "a1c0ffee-0007-4b2c-9d3e-4f5a6b7c8d07",
         Scenario.PARTLY_REFUNDED,
         earlier_refund_id="7e2c3d4b-0007-4b6c-9d7e-8f9a0b1c2d07",
+    ),
+    SeedPayment(
+        "6d1b2c3a-0008-4a5b-8c6d-7e8f9a0b1c08",
+        "a1c0ffee-0008-4b2c-9d3e-4f5a6b7c8d08",
+        Scenario.HELD,
     ),
     # Two payments on one account (see the module docstring).
     SeedPayment(

@@ -39,6 +39,9 @@ Besides the shared control routes (:func:`simulators.common.control_routes`):
   its awaiting refunds leave NEW on their next read (PENDING, then SUCCESSFUL), and later
   refunds are neither kept waiting nor refused for the balance -> 200 ``{"payment_id",
   "released_refund_ids"}``; 404 for an unknown payment.
+* ``POST /_sim/refunds/settle`` (body optional, ``{"status": "SUCCESSFUL" | "FAILED"}``,
+  default SUCCESSFUL): every refund of scenario ``held`` not final yet takes that status now
+  and keeps it on later reads -> 200 ``{"settled", "status"}`` (``settled``: how many).
 * ``POST /_sim/clock`` with ``{"advance_s": N}`` (N >= 0): moves the simulator's now N seconds
   forward (never back) -> 200 ``{"now", "offset_s"}``. Awaiting refunds still NEW 120 h
   (``awaiting_expiry_s``) after they were made are then CANCELLED, as Paynow does with
@@ -223,6 +226,14 @@ class PaynowShop:
         return {"name": self.name, "api_key": credential_digest(self.api_key)}
 
 
+class SettleHeld(BaseModel):
+    """``POST /_sim/refunds/settle``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["SUCCESSFUL", "FAILED"] = "SUCCESSFUL"
+
+
 class ClockStep(BaseModel):
     """``POST /_sim/clock``."""
 
@@ -255,6 +266,7 @@ class PaynowSimulator:
             Route(f"{CONTROL_PREFIX}/payments", self._add_payment, methods=["POST"]),
             Route(f"{CONTROL_PREFIX}/payments/{{payment_id}}/fund", self._fund, methods=["POST"]),
             Route(f"{CONTROL_PREFIX}/clock", self._advance_clock, methods=["POST"]),
+            Route(f"{CONTROL_PREFIX}/refunds/settle", self._settle_held, methods=["POST"]),
             Route(f"{CONTROL_PREFIX}/shops", self._list_shops, methods=["GET"]),
             Route(f"{CONTROL_PREFIX}/shops/{{name}}", self._put_shop, methods=["PUT"]),
             *control_routes(self.core, reset=self._reset_state, payments=self.payments),
@@ -474,6 +486,14 @@ class PaynowSimulator:
         if funded is None:
             return JSONResponse({"error": f"unknown payment {payment_id!r}"}, 404)
         return JSONResponse(funded)
+
+    async def _settle_held(self, request: Request) -> Response:
+        try:
+            spec = SettleHeld.model_validate_json(await request.body() or b"{}")
+        except ValidationError as exc:
+            return JSONResponse({"error": str(exc)}, 422)
+        settled = self.state.settle_held(spec.status)
+        return JSONResponse({"settled": settled, "status": spec.status})
 
     async def _advance_clock(self, request: Request) -> Response:
         try:

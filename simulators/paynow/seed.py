@@ -19,6 +19,8 @@ of a refund advances it one step along ``timeline`` (the last step then repeats)
 * ``slow``: created NEW; PENDING for 10 reads, then SUCCESSFUL.
 * ``three_checks``: created NEW; PENDING for 2 reads, SUCCESSFUL at the third (the
   benchmark's refund that needs three status checks).
+* ``held``: created NEW; PENDING on every read until ``POST /_sim/refunds/settle`` settles it
+  (a refund the bank takes long to process: for tests and benchmarks of many pending refunds).
 * ``not_confirmed``: the payment is PENDING; a refund is refused (400).
 * ``partly_refunded``: 60% of the payment was refunded already (100.00 PLN, 60.00 gone).
 * ``insufficient_funds``: a refund is refused with 400 ``INSUFFICIENT_BALANCE_FUNDS``
@@ -75,6 +77,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("awaiting_funds", awaiting=True),
         Scenario("slow", timeline=("PENDING",) * 10 + ("SUCCESSFUL",)),
         Scenario("three_checks", timeline=("PENDING", "PENDING", "SUCCESSFUL")),
+        Scenario("held", timeline=("PENDING",)),
         Scenario("not_confirmed", payment_status="PENDING"),
         Scenario("partly_refunded", refunded_percent=60),
         Scenario("insufficient_funds", insufficient_funds=True),
@@ -101,6 +104,7 @@ SEED_PAYMENTS: tuple[SeedPayment, ...] = (
     SeedPayment("AWAI-FND-000-001", "awaiting_funds"),
     SeedPayment("SLOW-000-000-001", "slow"),
     SeedPayment("THRE-CHK-000-001", "three_checks"),
+    SeedPayment("HELD-000-000-001", "held"),
     SeedPayment("NCNF-000-000-001", "not_confirmed"),
     SeedPayment("PART-REF-000-001", "partly_refunded"),
     SeedPayment("NOFU-NDS-000-001", "insufficient_funds"),

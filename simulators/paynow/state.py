@@ -373,6 +373,19 @@ class PaynowState:
                     released.append(refund.refund_id)
             return {"payment_id": payment_id, "released_refund_ids": released}
 
+    def settle_held(self, status: str) -> int:
+        """Every refund of scenario ``held`` not final yet takes ``status`` (SUCCESSFUL or
+        FAILED) now and keeps it; how many did."""
+        settled = 0
+        with self._lock:
+            for refund in self._refunds.values():
+                payment = self._payments[refund.payment_id]
+                if payment.scenario.name == "held" and refund.status not in FINAL_REFUND_STATUSES:
+                    refund.status, refund.timeline = status, ()
+                    refund.awaiting = False
+                    settled += 1
+        return settled
+
     def _shop_payment(self, payment_id: str, shop: str) -> SimPayment | None:
         """The payment, if it is this shop's: another shop's is as unknown as a missing one."""
         payment = self._payments.get(payment_id)
