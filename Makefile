@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python -m benchmarks.codec_overhead
 	$(BIN)/python -m benchmarks.api_start
 	$(BIN)/python -m benchmarks.refund_throughput
+	$(BIN)/python -m benchmarks.pending_scale --count 200 --workers 1 --provider paynow
 
 # Two pytest-xdist workers, a test file at a time (module and package fixtures stay whole), in
 # collection order, except that `wall_clock` tests (minutes of real waiting, like the
