@@ -27,7 +27,8 @@ carries ``status_code=0`` (:data:`ADAPTER_VERDICT`): no HTTP status said so, we 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -89,6 +90,8 @@ ADAPTER_VERDICT = 0
 MAX_WINDOW = timedelta(days=89)
 # A cursor that never ends would loop forever; no real account has this many pages.
 MAX_PAGES = 10_000
+# getAll takes at most this many PaymentIds (PROVIDERS.md, Mews, "Request limit").
+MAX_PAYMENT_IDS = 1000
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -473,16 +476,7 @@ class MewsAdapter:
             )
         about = subject("status", request, refund_id)
         payment, request_id = await self._one_payment(request, refund_id, about)
-        # The record must be a refund on the request's account: a payment id, or a refund on
-        # another account, is not this request's refund (PROVIDERS.md, Mews: a refund is a
-        # payment of Kind Refund on the same account).
-        problem: str | None = None
-        if payment is None:
-            problem = "no record with this id"
-        elif payment.kind != REFUND_KIND:
-            problem = f"record kind {payment.kind or 'none'}, not a refund"
-        elif (payment.account_id or "").lower() != (request.account_id or "").lower():
-            problem = f"the refund is on another account than {request.account_id}"
+        problem = _refund_problem(payment, request.account_id or "")
         if payment is None or problem is not None:
             raise NotFoundError(
                 operator_sentence(NotFoundError, about),
@@ -525,7 +519,101 @@ class MewsAdapter:
         found = await self._refund_payments(request, start, end, about)
         return [self._to_refund(payment, about) for payment in found]
 
+    async def poll_many(self, refunds: Sequence[str | RefundRef]) -> dict[str, ProviderRefund]:
+        """Many refunds read back at once: one ``payments/getAll`` per
+        :data:`MAX_PAYMENT_IDS` ids (``PaymentIds``), keyed by the id as given.
+
+        Each record is judged exactly as :meth:`get_refund` judges its one (the same
+        :func:`_refund_problem` and :meth:`_to_refund`): an id with no record, a record that
+        is not a refund, or a refund on another account than its :class:`RefundRef` names is
+        simply absent from the answer, and so is an id that is not a Mews id (a UUID: sent, it
+        would make Mews refuse the whole call). A bare ``str`` names no account: only its
+        kind is checked.
+
+        ``EnterpriseIds`` (as :meth:`get_refund` sends its request's ``enterprise_id``): ids
+        that name an enterprise are read together with the enterprises of their call, and a
+        record Mews shows on another enterprise than its ref names is absent, as a read
+        narrowed to that one enterprise would not have found it either; ids naming none are
+        read in calls of their own, narrowed to nothing, as :meth:`get_refund` reads them.
+
+        Paging follows ``Limitation``/``Cursor`` as documented (until ``Cursor`` is null or
+        fewer than ``Count`` come back), but a call that has found every id it asked for
+        stops: a ``PaymentIds`` filter matches at most that many payments, so a full last page
+        never costs an empty extra call. Any call failing fails the whole read (the error
+        ladder of every other call); nothing is retried here."""
+        wanted: list[RefundRef] = []
+        for item in refunds:
+            ref = item if isinstance(item, RefundRef) else RefundRef(refund_id=item)
+            if _is_uuid(ref.refund_id) and (
+                ref.enterprise_id is None or _is_uuid(ref.enterprise_id)
+            ):
+                wanted.append(ref)
+        about = Subject(PROVIDER, Step.STATUS)
+        # One group with enterprises and one without, so no id is narrowed by another's.
+        with_enterprise = [r for r in wanted if r.enterprise_id is not None]
+        without = [r for r in wanted if r.enterprise_id is None]
+        payments: dict[str, Payment] = {}
+        for group in (with_enterprise, without):
+            ids = list(dict.fromkeys(r.refund_id.lower() for r in group))
+            for start in range(0, len(ids), MAX_PAYMENT_IDS):
+                chunk = ids[start : start + MAX_PAYMENT_IDS]
+                in_chunk = set(chunk)
+                named = {
+                    (r.enterprise_id or "").lower()
+                    for r in group
+                    if r.refund_id.lower() in in_chunk
+                }
+                enterprises = sorted(named - {""})
+                payments.update(await self._payments_by_id(chunk, enterprises, about))
+        found: dict[str, ProviderRefund] = {}
+        for ref in wanted:
+            payment = payments.get(ref.refund_id.lower())
+            if payment is None or _refund_problem(payment, ref.account_id) is not None:
+                continue
+            if (
+                ref.enterprise_id is not None
+                and payment.enterprise_id is not None
+                and payment.enterprise_id.lower() != ref.enterprise_id.lower()
+                and self._portfolio is not False
+            ):
+                continue
+            found[ref.refund_id] = self._to_refund(payment, about)
+        return found
+
     # --- plumbing -----------------------------------------------------------------------------
+
+    async def _payments_by_id(
+        self, ids: list[str], enterprise_ids: list[str], about: Subject
+    ) -> dict[str, Payment]:
+        """One ``PaymentIds`` read (at most :data:`MAX_PAYMENT_IDS`), paged to its end; the
+        payments by lower-case id."""
+        count = min(self._page_size, len(ids))
+        asked = set(ids)
+        seen: dict[str, Payment] = {}
+        cursor: str | None = None
+        for pages in range(1, MAX_PAGES + 1):
+            query = PaymentsFilter(
+                payment_ids=ids,
+                limitation=Limitation(count=count, cursor=cursor),
+                enterprise_ids=enterprise_ids or None,
+            )
+            page, request_id = await self._post(
+                "status", GET_ALL_PATH, query.wire(), PaymentsPage, about=about
+            )
+            for payment in page.payments:
+                seen.setdefault(payment.id.lower(), payment)
+            if page.cursor is None or len(page.payments) < count or asked.issubset(seen):
+                break
+            if page.cursor == cursor or pages == MAX_PAGES:
+                raise ServerError(
+                    f"Mews' paging cursor does not move on during {about.doing}: {_TRIED_AGAIN}.",
+                    provider=PROVIDER,
+                    status_code=200,
+                    request_id=request_id,
+                    about=about,
+                )
+            cursor = page.cursor
+        return seen
 
     @property
     def _secrets(self) -> list[str]:
@@ -645,13 +733,41 @@ class MewsAdapter:
             ) from None
 
 
+@dataclass(frozen=True)
+class RefundRef:
+    """A refund to read back with :meth:`MewsAdapter.poll_many`: its id, and the account and
+    enterprise its request named (``None``: not checked, not narrowed)."""
+
+    refund_id: str
+    account_id: str | None = None
+    enterprise_id: str | None = None
+
+
+def _refund_problem(payment: Payment | None, account_id: str | None) -> str | None:
+    """Why a record read by id is not the refund asked for, or ``None`` when it is.
+
+    The record must be a refund on the request's account: a payment id, or a refund on
+    another account, is not this request's refund (PROVIDERS.md, Mews: a refund is a payment
+    of Kind Refund on the same account). ``account_id`` ``None``: the account is not checked.
+    """
+    if payment is None:
+        return "no record with this id"
+    if payment.kind != REFUND_KIND:
+        return f"record kind {payment.kind or 'none'}, not a refund"
+    if account_id is not None and (payment.account_id or "").lower() != account_id.lower():
+        return f"the refund is on another account than {account_id}"
+    return None
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
 __all__ = [
     "ADAPTER_VERDICT",
+    "MAX_PAYMENT_IDS",
     "MewsAdapter",
+    "RefundRef",
     "check_mews_request",
     "error_from_response",
     "status_from_state",
