@@ -26,10 +26,12 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
+import workflows
 from activities import RefundActivities
 from activities.events import EventActivities
 from activities.lane_activities import LaneActivities
 from core.budgets import BudgetGroup
+from core.bytecode import ensure_bytecode
 from core.settings import Settings
 from nexus_service.handler import RefundsNexusHandler
 from providers.registry import ProviderDirectory
@@ -130,6 +132,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     setup_logging(logging.INFO)
     tracer_provider = setup_tracing(SERVICE_NAME)
     runtime = metrics_runtime(settings.refunds_metrics_port)
+    # The sandbox imports a workflow's module for each workflow it loads: from bytecode, not
+    # compiled from source each time (core/bytecode.py).
+    ensure_bytecode(workflows)
     events: EventActivities | None = None
     if settings.refunds_metrics_port is not None:
         log.info("metrics on :%d/metrics", settings.refunds_metrics_port)

@@ -86,6 +86,7 @@ with workflow.unsafe.imports_passed_through():
         REFUND_PROVIDER_REFUND_ID,
         REFUND_STATE,
         OutcomeEvent,
+        ProviderName,
         ProviderRefund,
         ProviderRefundStatus,
         RefundState,
@@ -152,6 +153,20 @@ LEAN_UPSERTS_PATCH = "lean-upserts"
 # Versioning: the provider's refund id is indexed (search attribute RefundProviderRefundId),
 # so a provider webhook that names only it finds the refund. Runs started before it do not.
 REFUND_ID_ATTRIBUTE_PATCH = "index-provider-refund-id"
+# Versioning: one marker for the workflow of issue 12 (cost per refund). It stands for every
+# patch above (a run that has it never asks for them: 2 history events each), Paynow refunds
+# skip the lane (docs/performance.md, "The lane"), and provider calls run on the budget queue
+# of the request's profile (docs/operations.md, "Provider budgets"). Histories recorded
+# before it replay through the patches above, in their order.
+COST_PATCH = "lean-run-v5"
+# Finding the budget queue is a lookup in the worker's own configuration (a local activity:
+# no server round trip, one marker event).
+ROUTE_TIMEOUT = timedelta(seconds=10)
+ROUTE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+# Providers whose refunds queue in a lane (under COST_PATCH): those without an idempotency key
+# on their refund call, where a lost answer is looked up and a sibling's refund could be taken
+# for one's own. Paynow retries with the same Idempotency-Key and refuses an over-refund itself.
+LANE_PROVIDERS = frozenset({ProviderName.MEWS})
 TEMPORAL_CANCEL_REASON = "cancellation requested through Temporal"
 # The states an outcome event is sent for (a request with a notify_url).
 EVENT_STATES = FINAL_STATES | {RefundState.NEEDS_ATTENTION}
@@ -180,9 +195,10 @@ class RefundWorkflow:
         carried = params.carried
         self._request = request
         self._options = params.options
-        # Set from the patch marker when the run starts; until then (handlers that run first)
+        # Set from the patch markers when the run starts; until then (handlers that run first)
         # the current behaviour.
         self._v2 = True
+        self._v5 = True
         # When this run first sent the refund: an adopted refund cannot be older.
         self._first_sent_at: datetime | None = None
         # One call's timeout; the HTTP client's own (REFUNDS_HTTP_TIMEOUT_S) is far shorter.
@@ -194,6 +210,9 @@ class RefundWorkflow:
         self._checks_this_run = 0
         self._cancel_handled = carried.cancel_handled if carried else False
         self._lane: str | None = None
+        # The task queue of this refund's provider calls (its profile's budget queue, found
+        # when the run starts); None: the workflow's own.
+        self._queue: str | None = None
         self._admitted = False
         self._claims: tuple[LaneClaim, ...] = ()
         # Refunds that may be this one's (ambiguous reconciliation): claimed on release.
@@ -249,8 +268,12 @@ class RefundWorkflow:
 
     @workflow.run
     async def run(self, params: RefundWorkflowInput) -> RefundStatus:
-        self._v2 = workflow.patched(MONEY_SAFE_PATCH)
-        self._lean = workflow.patched(LEAN_UPSERTS_PATCH)
+        self._v5 = workflow.patched(COST_PATCH)
+        if self._v5:
+            self._v2 = self._lean = True
+        else:
+            self._v2 = workflow.patched(MONEY_SAFE_PATCH)
+            self._lean = workflow.patched(LEAN_UPSERTS_PATCH)
         if self._lean:
             # What the start set (the starter's attributes, or a previous run's).
             held = workflow.info().typed_search_attributes
@@ -270,7 +293,7 @@ class RefundWorkflow:
             }
         )
         self._set_state(self._status.state)
-        self._index_refund_id = workflow.patched(REFUND_ID_ATTRIBUTE_PATCH)
+        self._index_refund_id = self._v5 or workflow.patched(REFUND_ID_ATTRIBUTE_PATCH)
         self._index_provider_refund_id()
         self._upsert({})
         if params.carried is None:
@@ -292,8 +315,11 @@ class RefundWorkflow:
                 self.cancel(CancelRequest(reason=TEMPORAL_CANCEL_REASON))
 
     async def _carry_through(self, params: RefundWorkflowInput) -> RefundStatus:
-        if params.carried is None and not await self._validate_and_submit():
-            return await self._result()
+        if params.carried is None:
+            if not await self._validate_and_submit():
+                return await self._result()
+        elif self._v5:
+            await self._route(before_submit=False)
         return await self._watch()
 
     @workflow.signal(name="cancel")
@@ -423,7 +449,9 @@ class RefundWorkflow:
         """Returns False when the refund ended before anything needs watching."""
         if self._canceled_before_submit():
             return False
-        if workflow.patched(LANE_PATCH) and not await self._enter_lane():
+        if self._v5 and not await self._route(before_submit=True):
+            return False
+        if self._queues_in_lane() and not await self._enter_lane():
             return False
         refund: ProviderRefund | None = None
         try:
@@ -434,6 +462,36 @@ class RefundWorkflow:
             return False
         self._adopt(refund)
         return True
+
+    async def _route(self, *, before_submit: bool) -> bool:
+        """Send this refund's provider calls to its profile's budget queue. False when the
+        worker refuses the profile before anything was sent (the refund is then REJECTED)."""
+        try:
+            route = await workflow.execute_local_activity_method(
+                RefundActivities.route,
+                self._request,
+                start_to_close_timeout=ROUTE_TIMEOUT,
+                retry_policy=ROUTE_RETRY,
+                summary="find the profile's budget queue",
+            )
+        except (ActivityError, ApplicationError) as err:
+            # A local activity's final failure can come unwrapped (seen on the test server).
+            cause = err.cause if isinstance(err, ActivityError) else err
+            if before_submit and isinstance(cause, ApplicationError) and cause.non_retryable:
+                self._finish(RefundState.REJECTED, cause.message)
+                return False
+            # Later (a profile removed while its refund is watched) or a lookup that failed:
+            # the calls stay on the workflow's own task queue, whose worker runs them too
+            # (and refuses an unknown profile there, which the status then says).
+            workflow.logger.warning("no budget queue for this refund: %s", _describe(err, "route"))
+            return True
+        self._queue = route.task_queue
+        return True
+
+    def _queues_in_lane(self) -> bool:
+        if self._v5:
+            return self._request.provider in LANE_PROVIDERS
+        return workflow.patched(LANE_PATCH)
 
     @property
     def _claimed(self) -> frozenset[str]:
@@ -900,6 +958,7 @@ class RefundWorkflow:
         return workflow.execute_activity_method(
             activity,
             arg,
+            task_queue=self._queue,
             start_to_close_timeout=self._call_timeout,
             schedule_to_close_timeout=CALL_BUDGET,
             retry_policy=RETRY,
@@ -919,6 +978,10 @@ class RefundWorkflow:
                 return _Final(cause)
             self._note_error(_describe(err, f"the {_STEP_WORDS.get(step, step)} at {self._p}"))
             self._check_attention()
+            if self._queue is not None:
+                # The budget queue may have changed (profiles regrouped, or none polls the old
+                # one any more): look it up again before the next call.
+                await self._route(before_submit=False)
             return _BudgetSpent()
 
     async def _call(self, step: str, start: Callable[[], Awaitable[R]]) -> R | _Final:

@@ -36,7 +36,7 @@ from starter.client import RefundClient
 from starter.connection import connect, ensure_search_attributes
 from telemetry.http import TracedTransport
 from telemetry.tracing import tracing_interceptor
-from worker import build_worker
+from worker import build_budget_workers, build_worker, running
 
 # Refunds of one payment queue in a lane workflow shared by the whole server, so every test
 # refunds its own payment (a lane left on a finished test's task queue would never admit it).
@@ -154,7 +154,9 @@ async def refund_stack(
     )
     directory = ProviderDirectory({ProviderName.PAYNOW: adapter})
     try:
-        async with build_worker(client, settings, directory):
+        # The main worker and the budget queue's (where the provider calls run), as run_worker.
+        workers = [build_worker(client, settings, directory)]
+        async with running([*workers, *build_budget_workers(client, settings, directory)]):
             yield stack
     finally:
         await directory.aclose()

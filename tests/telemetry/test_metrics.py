@@ -12,7 +12,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 from temporalio.worker import Replayer
 
-from core.models import RefundState
+from core.budgets import budget_queue
+from core.models import ProviderName, RefundState
 from simulators.serving import free_port
 from telemetry.metrics import MetricsEndpointError, metrics_runtime
 from tests.telemetry.conftest import refund_stack
@@ -80,16 +81,18 @@ async def test_scrape_after_a_refund_shows_refund_provider_and_sdk_metrics(
         provider="paynow",
         outcome="SUCCEEDED",
     ) == [1]
+    # Provider calls run on the profile's budget queue (docs/operations.md, "Provider budgets").
+    calls_queue = budget_queue(queue, ProviderName.PAYNOW, "default")
     for operation, status in (("check_refundable", "200"), ("submit", "201")):
         assert samples(
             text,
             "provider_calls",
-            task_queue=queue,
+            task_queue=calls_queue,
             provider="paynow",
             operation=operation,
             status=status,
         ) == [1], operation
-    assert not samples(text, "provider_call_retries", task_queue=queue)
+    assert not samples(text, "provider_call_retries", task_queue=calls_queue)
     # The SDK's own worker metrics share the endpoint.
     assert sum(samples(text, "temporal_workflow_completed", task_queue=queue)) >= 1
     assert samples(text, "temporal_activity_execution_latency_count", activity_type="submit_refund")

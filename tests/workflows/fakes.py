@@ -17,12 +17,13 @@ from activities.models import (
     FoundRefunds,
     PolledRefund,
     PollInput,
+    RefundRoute,
     SubmitInput,
     SubmittedRefund,
     ValidatedRefund,
     ValidateInput,
 )
-from core.models import ProviderRefund, ProviderRefundStatus
+from core.models import ProviderRefund, ProviderRefundStatus, RefundRequest
 
 RAW = {
     ProviderRefundStatus.PENDING: "PENDING",
@@ -62,6 +63,9 @@ class FakeProvider:
     poll_step: Step | None = None
     cancel_step: Step | None = None
     find_step: Step | None = None
+    # The budget queue lookup (a local activity): by default the worker's own task queue. Not
+    # recorded in ``calls``, which are the provider's.
+    route_step: Callable[[RefundRequest], RefundRoute | None] | None = None
     calls: list[Call] = field(default_factory=list)
 
     def count(self, name: str) -> int:
@@ -71,6 +75,11 @@ class FakeProvider:
         info = activity.info()
         self.calls.append(Call(name, info.attempt, info.current_attempt_scheduled_time))
         return self.count(name), info
+
+    @activity.defn(name="route_refund")
+    async def route(self, request: RefundRequest) -> RefundRoute:
+        answer = self.route_step(request) if self.route_step else None
+        return answer or RefundRoute(task_queue=activity.info().task_queue)
 
     @activity.defn(name="validate_refund")
     async def validate(self, params: ValidateInput) -> ValidatedRefund:
@@ -125,4 +134,11 @@ class FakeProvider:
 
     @property
     def all(self) -> list[Callable[..., Any]]:
-        return [self.validate, self.submit, self.poll_status, self.cancel, self.find_submitted]
+        return [
+            self.route,
+            self.validate,
+            self.submit,
+            self.poll_status,
+            self.cancel,
+            self.find_submitted,
+        ]

@@ -35,12 +35,14 @@ async def test_a_lane_says_it_is_no_refund_and_why_it_still_runs(
     dev_env: WorkflowEnvironment,
 ) -> None:
     queue = f"lane-details-{uuid.uuid4().hex}"
+    # Mews: the provider whose refunds queue in a lane (Paynow's do not).
     request = RefundRequest(
         idempotency_key=f"lane-details-{uuid.uuid4().hex[:8]}",
-        provider=ProviderName.PAYNOW,
-        payment_id="LANE-DTL-000-001",
+        provider=ProviderName.MEWS,
+        payment_id=str(uuid.uuid4()),
+        account_id=str(uuid.uuid4()),
         amount_minor=1250,
-        currency="PLN",
+        currency="GBP",
         reason="lane details",
     )
     lane_id = lane_id_for(request, queue)

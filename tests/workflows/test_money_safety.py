@@ -111,6 +111,7 @@ def _provider(
 ) -> list[Callable[..., Any]]:
     """The fake's provider activities, with some replaced by a test's own."""
     return [
+        fake.route,
         validate or fake.validate,
         submit or fake.submit,
         poll or fake.poll_status,
@@ -352,6 +353,7 @@ async def test_cancel_during_reconciliation_is_honoured_before_a_resend(
     queue = f"q-{uuid.uuid4().hex}"
     find = activity.defn(name="find_submitted_refunds")(find_then_cancel)
     activities: list[Callable[..., Any]] = [
+        fake.route,
         fake.validate,
         fake.submit,
         fake.poll_status,
@@ -611,6 +613,7 @@ async def test_validation_is_told_only_this_payments_succeeded_sibling_refunds(
         task_queue=queue,
         workflows=[RefundWorkflow],
         activities=[
+            fake.route,
             validate,
             fake.submit,
             fake.poll_status,

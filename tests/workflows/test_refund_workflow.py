@@ -244,6 +244,7 @@ async def test_cancel_during_validation_stops_before_submit(env: WorkflowEnviron
 
     queue = f"q-{uuid.uuid4().hex}"
     activities: list[Callable[..., Any]] = [
+        fake.route,
         slow_validate,
         fake.submit,
         fake.poll_status,

@@ -6,7 +6,9 @@ break refunds that are in flight. Each generation has its prefix: none for the f
 workflow, ``lane_`` for the per-payment lane, ``v2_`` for the money-safe workflow
 (patch ``money-safe-v2``) and its account lane, ``v3_`` for the indexed provider refund id
 (patch ``index-provider-refund-id``), outcome events and the lanes' details, ``v4_`` for
-search attributes written only when they change (patch ``lean-upserts``).
+search attributes written only when they change (patch ``lean-upserts``), ``v5_`` for the
+lean run (patch ``lean-run-v5``: one marker for all of them, no lane for Paynow, provider
+calls on their budget queue).
 ``python -m tests.workflows.test_replay
 PREFIX`` records the scenarios of today's code under a new prefix (never over old files).
 """

@@ -1,0 +1,117 @@
+"""The lean run (patch ``lean-run-v5``, issue 12): one patch marker instead of four, no
+lane for Paynow, whose Idempotency-Key makes a re-sent refund call safe, and provider calls
+on the budget queue the worker names for the request's profile (a local activity). Each patch
+marker is two history events (the marker and the SDK's ``TemporalChangeVersion`` upsert),
+each lane a queueing activity, two signals and a workflow of its own."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.models import RefundRoute
+from core.models import ProviderRefundStatus, RefundRequest, RefundState
+from tests.workflows.fakes import FakeProvider, refund
+from tests.workflows.test_refund_workflow import harness, mews_request, paynow_request
+from workflows.refund import COST_PATCH
+
+
+def patch_markers(history: WorkflowHistory) -> list[str]:
+    """The patch ids of the history's patch markers, in order."""
+    found = []
+    for event in history.events:
+        if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
+            continue
+        marker = event.marker_recorded_event_attributes
+        if marker.marker_name == "core_patch":
+            found.append(json.loads(marker.details["patch-data"].payloads[0].data)["id"])
+    return found
+
+
+def scheduled(history: WorkflowHistory) -> list[str]:
+    return [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+async def run_one(env: WorkflowEnvironment, request: Any) -> tuple[RefundState, WorkflowHistory]:
+    fake = FakeProvider(poll_step=lambda n, _: refund(ProviderRefundStatus.SUCCEEDED))
+    async with harness(env, fake) as h:
+        handle = await h.start(request)
+        final = await handle.result()
+        return final.state, await handle.fetch_history()
+
+
+async def test_a_paynow_refund_records_one_patch_and_queues_in_no_lane(
+    env: WorkflowEnvironment,
+) -> None:
+    state, history = await run_one(env, paynow_request())
+    assert state is RefundState.SUCCEEDED
+    markers = patch_markers(history)
+    assert markers == [COST_PATCH]
+    assert "enter_refund_lane" not in scheduled(history)
+    assert not [
+        e
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED
+    ]
+
+
+async def test_a_mews_refund_still_queues_in_its_accounts_lane(env: WorkflowEnvironment) -> None:
+    state, history = await run_one(env, mews_request())
+    assert state is RefundState.SUCCEEDED
+    markers = patch_markers(history)
+    assert markers == [COST_PATCH]
+    assert scheduled(history)[0] == "enter_refund_lane"
+
+
+async def test_provider_calls_run_on_the_profiles_budget_queue(env: WorkflowEnvironment) -> None:
+    budget_queue = f"budget-{uuid.uuid4().hex}"
+    fake = FakeProvider(
+        route_step=lambda request: RefundRoute(task_queue=budget_queue),
+        poll_step=lambda n, _: refund(ProviderRefundStatus.SUCCEEDED),
+    )
+    async with harness(env, fake) as h:
+        # The budget queue's worker: the provider calls only (as worker.py runs them).
+        async with Worker(env.client, task_queue=budget_queue, activities=fake.all):
+            handle = await h.start(paynow_request())
+            final = await handle.result()
+        history = await handle.fetch_history()
+    assert final.state is RefundState.SUCCEEDED
+    queues = {
+        e.activity_task_scheduled_event_attributes.activity_type.name: (
+            e.activity_task_scheduled_event_attributes.task_queue.name
+        )
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
+    assert queues == dict.fromkeys(
+        ("validate_refund", "submit_refund", "poll_refund_status"), budget_queue
+    )
+
+
+async def test_a_profile_the_worker_refuses_is_rejected_before_any_provider_call(
+    env: WorkflowEnvironment,
+) -> None:
+    def refuse(request: RefundRequest) -> RefundRoute:
+        raise ApplicationError(
+            "merchant profile 'acme' is not configured for paynow on this worker",
+            type="ProviderNotConfigured",
+            non_retryable=True,
+        )
+
+    fake = FakeProvider(route_step=refuse)
+    async with harness(env, fake) as h:
+        final = await h.run(paynow_request())
+    assert final.state is RefundState.REJECTED
+    assert "not configured" in (final.message or "")
+    assert fake.calls == []
