@@ -56,7 +56,7 @@ import httpx
 from temporalio.client import Client
 
 from benchmarks.bare_worker import BARE_TASK_QUEUE
-from benchmarks.refund_throughput import peak_rss_mb, ready
+from benchmarks.refund_throughput import fresh_refund_request, peak_rss_mb, ready
 from core.models import FINAL_STATES, ProviderName, RefundRequest, RefundState
 from devstack.process import ChildProcess
 from devstack.stack import EmbeddedStack, StackConfig
@@ -361,18 +361,7 @@ async def measure(stack: EmbeddedStack, plan: Plan) -> Figures:
         async with httpx.AsyncClient(base_url=stack.sim_url, timeout=120) as http:
 
             async def request() -> RefundRequest:
-                answer = await http.post(f"/{provider}/_sim/payments", json={"scenario": SCENARIO})
-                answer.raise_for_status()
-                payment = answer.json()
-                return RefundRequest(
-                    idempotency_key=f"pending-{uuid.uuid4().hex[:20]}",
-                    provider=plan.provider,
-                    payment_id=payment["payment_id"],
-                    account_id=payment.get("account_id"),
-                    amount_minor=100,
-                    currency=payment["currency"],
-                    reason="benchmark",
-                )
+                return await fresh_refund_request(http, plan.provider, SCENARIO, "pending")
 
             print(f"making {plan.count} {provider} payments ({SCENARIO})...", flush=True)
             requests: list[RefundRequest] = await bounded([request] * plan.count, plan.concurrency)

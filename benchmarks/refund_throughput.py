@@ -99,6 +99,25 @@ def shape_of(history: WorkflowHistory, lane: WorkflowHistory | None = None) -> S
     )
 
 
+async def fresh_refund_request(
+    http: httpx.AsyncClient, provider: ProviderName, scenario: str, key_prefix: str
+) -> RefundRequest:
+    """A request refunding 1.00 of a fresh simulator payment of ``scenario`` (``http`` at the
+    simulators' root), under a new idempotency key."""
+    answer = await http.post(f"/{provider.value}/_sim/payments", json={"scenario": scenario})
+    answer.raise_for_status()
+    payment = answer.json()
+    return RefundRequest(
+        idempotency_key=f"{key_prefix}-{uuid.uuid4().hex[:20]}",
+        provider=provider,
+        payment_id=payment["payment_id"],
+        account_id=payment.get("account_id"),
+        amount_minor=100,
+        currency=payment["currency"],
+        reason="benchmark",
+    )
+
+
 def cpu_s(pid: int | None) -> float | None:
     """The process's CPU time so far (user + system), in seconds; None if it cannot be read."""
     if pid is None:
@@ -139,20 +158,7 @@ class Bench:
 
     async def request(self, kind: Kind) -> RefundRequest:
         assert kind.provider is not None
-        answer = await self.http.post(
-            f"/{kind.provider.value}/_sim/payments", json={"scenario": kind.scenario}
-        )
-        answer.raise_for_status()
-        payment = answer.json()
-        return RefundRequest(
-            idempotency_key=f"bench-{uuid.uuid4().hex[:20]}",
-            provider=kind.provider,
-            payment_id=payment["payment_id"],
-            account_id=payment.get("account_id"),
-            amount_minor=100,
-            currency=payment["currency"],
-            reason="benchmark",
-        )
+        return await fresh_refund_request(self.http, kind.provider, kind.scenario, "bench")
 
     async def round(self, kind: Kind, count: int) -> tuple[float, str | RefundRequest]:
         """Workflows/s for ``count`` of ``kind`` started at once; one of them to read."""
