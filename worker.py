@@ -30,6 +30,8 @@ import workflows
 from activities import RefundActivities
 from activities.events import EventActivities
 from activities.lane_activities import LaneActivities
+from activities.status_batch import StatusBatchActivities
+from activities.status_watch import StatusWatchActivities
 from core.budgets import BudgetGroup
 from core.bytecode import ensure_bytecode
 from core.settings import Settings
@@ -42,6 +44,7 @@ from telemetry.tracing import setup_tracing, tracing_interceptor
 from workflows.events import RefundEventWorkflow
 from workflows.payment_lane import RefundLaneWorkflow
 from workflows.refund import RefundWorkflow
+from workflows.status_batch import RefundStatusBatchWorkflow
 
 log = logging.getLogger("refunds.worker")
 T = TypeVar("T")
@@ -59,12 +62,18 @@ def build_worker(
 ) -> Worker:
     activities = RefundActivities(directory)
     lane = LaneActivities(client)
+    watches = StatusWatchActivities(client)
     events = events or EventActivities(settings)
     return Worker(
         client,
         task_queue=settings.refunds_task_queue,
-        workflows=[RefundWorkflow, RefundLaneWorkflow, RefundEventWorkflow],
-        activities=[*activities.all, *lane.all, events.deliver],
+        workflows=[
+            RefundWorkflow,
+            RefundLaneWorkflow,
+            RefundEventWorkflow,
+            RefundStatusBatchWorkflow,
+        ],
+        activities=[*activities.all, *lane.all, *watches.all, events.deliver],
         # The `refunds` Nexus service (docs/nexus.md), for callers in other namespaces.
         nexus_service_handlers=[RefundsNexusHandler.from_settings(settings)],
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
@@ -84,11 +93,13 @@ def build_budget_workers(
     gets its queue without a limit. The queues differ from the workflows' task queue, so no
     call bypasses the server's limit as an eager activity."""
     activities = RefundActivities(directory)
+    # The status batches' reads (RefundStatusBatchWorkflow) run on the budget queues too.
+    batches = StatusBatchActivities(directory)
     return [
         Worker(
             client,
             task_queue=group.queue(settings.refunds_task_queue),
-            activities=activities.provider_calls,
+            activities=[*activities.provider_calls, *batches.all],
             max_task_queue_activities_per_second=(
                 group.budget.tasks_per_second if group.budget is not None else None
             ),

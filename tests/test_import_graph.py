@@ -33,7 +33,7 @@ PRODUCT_MODULES = ("worker",)
 DEV_HARNESS = frozenset({"simulators", "devstack"})
 # May import the dev harness inside functions (its dev commands).
 DEV_COMMANDS = frozenset({"cli"})
-WORKFLOW_MODULES = ("workflows.refund", "workflows.payment_lane")
+WORKFLOW_MODULES = ("workflows.refund", "workflows.payment_lane", "workflows.status_batch")
 SANDBOX_FORBIDDEN = frozenset({"codec", "cryptography"})
 SKIPPED_DIRS = frozenset({".venv", "build", "dist", "node_modules", "__pycache__"})
 

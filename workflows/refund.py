@@ -79,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
         ValidatedRefund,
         ValidateInput,
     )
+    from activities.status_watch import RegisterWatchInput, StatusWatchActivities
     from core.models import (
         FINAL_STATES,
         REFUND_PAYMENT_ID,
@@ -121,6 +122,16 @@ with workflow.unsafe.imports_passed_through():
     from workflows.outcomes import Refused as _Refused
     from workflows.outcomes import Resend as _Resend
     from workflows.outcomes import Unknown as _Unknown
+    from workflows.status_batch import (
+        PROVIDER_STATUS_SIGNAL,
+        ProviderStatus,
+        StatusOutcome,
+        UnwatchRefund,
+        WatchRefund,
+        expected_by,
+        registered_due_at,
+        status_batch_id,
+    )
 
 # How long the server keeps retrying one activity before the workflow looks up again.
 CALL_BUDGET = timedelta(minutes=10)
@@ -167,6 +178,12 @@ ROUTE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempt
 # on their refund call, where a lost answer is looked up and a sibling's refund could be taken
 # for one's own. Paynow retries with the same Idempotency-Key and refuses an over-refund itself.
 LANE_PROVIDERS = frozenset({ProviderName.MEWS})
+# Versioning: a pending refund of a provider with a batched status read (Mews) and a budget
+# queue has its status read by the budget queue's RefundStatusBatchWorkflow instead of one
+# read of its own per check (issue 12, item 3). Asked only when such a refund starts watching:
+# Paynow refunds never record it, and runs recorded before it poll on their own.
+MEWS_STATUS_BATCH_PATCH = "mews-status-batch"
+BATCHED_PROVIDERS = frozenset({ProviderName.MEWS})
 TEMPORAL_CANCEL_REASON = "cancellation requested through Temporal"
 # The states an outcome event is sent for (a request with a notify_url).
 EVENT_STATES = FINAL_STATES | {RefundState.NEEDS_ATTENTION}
@@ -235,6 +252,16 @@ class RefundWorkflow:
         self._event_starts: list[asyncio.Task[None]] = []
         self._resolving = False
         self._decision: _Decision | None = None
+        # Batched status reads (MEWS_STATUS_BATCH_PATCH): whether this run's checks are read
+        # by the status batch; the provider refund id and budget queue it registered; when a
+        # result is due at the latest (the watchdog); results not yet played out; and whether
+        # the batch declined it (then it polls on its own until its next run).
+        self._batched = False
+        self._watched: tuple[str, str] | None = None
+        self._expected: datetime | None = None
+        self._batch_results: list[ProviderStatus] = []
+        self._declined = False
+        self._batch_ended = False
         now = workflow.now()
         self._status = RefundStatus(
             key=request.idempotency_key,
@@ -338,6 +365,13 @@ class RefundWorkflow:
         nothing; several before the next check make one check."""
         if not self._status.is_final:
             self._check_now = True
+
+    @workflow.signal(name=PROVIDER_STATUS_SIGNAL)
+    def provider_status(self, result: ProviderStatus) -> None:
+        """A batched status read of this refund (RefundStatusBatchWorkflow): played out by
+        the watch loop, and only if it is of the current provider refund."""
+        if not self._status.is_final:
+            self._batch_results.append(result)
 
     @workflow.update(name="request_cancel")
     async def request_cancel(self, params: CancelRequest) -> CancelAnswer:
@@ -812,6 +846,13 @@ class RefundWorkflow:
         return refund
 
     async def _watch(self) -> RefundStatus:
+        self._batched = (
+            not self._status.is_final
+            and self._v5
+            and self._request.provider in BATCHED_PROVIDERS
+            and self._queue is not None
+            and workflow.patched(MEWS_STATUS_BATCH_PATCH)
+        )
         while not self._status.is_final:
             if isinstance(self._decision, _Close):
                 close, self._decision = self._decision, None
@@ -820,20 +861,17 @@ class RefundWorkflow:
             await self._handle_cancel()
             if self._status.is_final:
                 break
-            await self._check_status()
+            if self._batched and not self._declined:
+                if not await self._batched_check():
+                    continue
+            else:
+                await self._check_status()
+                if self._status.is_final:
+                    break
+                self._check_attention()
+                await self._wait_for_own_check()
             if self._status.is_final:
                 break
-            self._check_attention()
-            delay = self._next_delay()
-            self._status.next_check_at = workflow.now() + delay
-            self._touch()
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: self._cancel_pending() or self._decision is not None or self._check_now,
-                    timeout=delay,
-                    timeout_summary="next status check",
-                )
-            self._status.next_check_at = None
             if self._should_continue_as_new():
                 # Handlers finish first, and a cancel or resolution that came just now is
                 # played out before the run hands over (an update waiting on it would
@@ -847,7 +885,164 @@ class RefundWorkflow:
                 )
                 if not self._work_pending():
                     workflow.continue_as_new(self._carry())
+        await self._unwatch()
         return await self._result()
+
+    async def _wait_for_own_check(self) -> None:
+        delay = self._next_delay()
+        self._status.next_check_at = workflow.now() + delay
+        self._touch()
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._cancel_pending() or self._decision is not None or self._check_now,
+                timeout=delay,
+                timeout_summary="next status check",
+            )
+        self._status.next_check_at = None
+
+    # ------------------------------------------------------------ batched status reads
+
+    async def _batched_check(self) -> bool:
+        """One step of watching through the status batch (workflows/status_batch.py, the
+        refund's side of its contract): register when needed (first, for a new provider
+        refund id or budget queue, for `check_now`, and when the watchdog expired), then wait
+        for a result, a cancel, a decision or `check_now`. True when results were played out
+        (a check to count toward continue-as-new)."""
+        refund_id = self._require_refund().refund_id
+        queue = self._queue
+        if queue is None:
+            raise _invariant_broken("batched status reads without a budget queue")
+        now = workflow.now()
+        if (
+            self._check_now
+            or self._watched != (refund_id, queue)
+            or self._expected is None
+            or now >= self._expected
+        ):
+            # The first check ever is read at once, as a refund reading on its own reads it.
+            due_now = self._check_now or self._checks == 0
+            self._check_now = False
+            if not await self._register(refund_id, queue, due_now=due_now):
+                # Not registered within a call budget: a check of its own this time.
+                await self._check_status()
+                if not self._status.is_final:
+                    self._check_attention()
+                    await self._wait_for_own_check()
+                return True
+        expected = self._expected
+        if expected is None:
+            raise _invariant_broken("registered without a watchdog time")
+        if not self._batch_results:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: (
+                        bool(self._batch_results)
+                        or self._cancel_pending()
+                        or self._decision is not None
+                        or self._check_now
+                    ),
+                    timeout=max(expected - workflow.now(), timedelta(seconds=1)),
+                    timeout_summary="batched status result (watchdog)",
+                )
+        results, self._batch_results = self._batch_results, []
+        applied = False
+        for result in results:
+            if self._status.is_final:
+                break
+            applied = self._apply_batch_result(result) or applied
+        return applied
+
+    async def _register(self, refund_id: str, queue: str, *, due_now: bool) -> bool:
+        """Register with the budget queue's status batch (signal-with-start, through an
+        activity on this workflow's task queue); False when that did not succeed."""
+        watch = WatchRefund(
+            workflow_id=workflow.info().workflow_id,
+            refund_id=refund_id,
+            provider=self._request.provider,
+            merchant=self._request.merchant,
+            account_id=self._request.account_id,
+            enterprise_id=self._request.enterprise_id,
+            poll_initial_s=self._options.poll_initial_s,
+            poll_max_s=self._options.poll_max_s,
+            checks_so_far=self._checks,
+            due_in_s=0 if due_now else None,
+        )
+        try:
+            await workflow.execute_activity_method(
+                StatusWatchActivities.register,
+                RegisterWatchInput(budget_queue=queue, watch=watch),
+                start_to_close_timeout=self._call_timeout,
+                schedule_to_close_timeout=CALL_BUDGET,
+                retry_policy=RETRY,
+                summary=f"have refund {refund_id}'s status read in batches",
+            )
+        except ActivityError as err:
+            self._watched = None
+            self._expected = None
+            workflow.logger.warning(
+                "status batch registration failed: %s", _describe(err, "register")
+            )
+            return False
+        self._watched = (refund_id, queue)
+        due = registered_due_at(workflow.now(), watch)
+        self._expected = expected_by(due)
+        if not due_now:
+            self._status.next_check_at = due
+            self._touch()
+        return True
+
+    def _apply_batch_result(self, result: ProviderStatus) -> bool:
+        """Play out one batched read, as `_check_status` plays out its own; False when it is
+        not about the current provider refund (ignored)."""
+        refund_id = self._require_refund().refund_id
+        if result.refund_id != refund_id or self._watched is None:
+            return False
+        if result.outcome is StatusOutcome.DECLINED:
+            # The batch is full: read on its own until the next run.
+            self._declined = True
+            self._watched = None
+            self._expected = None
+            return False
+        self._checks = max(self._checks, result.checks)
+        self._checks_this_run += 1
+        if result.outcome is StatusOutcome.FOUND and result.refund is not None:
+            self._adopt(result.refund)
+            if self._status.is_final:
+                # The batch stops watching a refund it told a final status.
+                self._batch_ended = True
+                return True
+        elif result.outcome is StatusOutcome.NOT_FOUND or result.final_error:
+            self._flag_attention(
+                f"{self._p} refuses the status checks of refund {refund_id}. "
+                f"{result.message or ''}".rstrip(),
+                WATCH_HINT,
+            )
+        else:
+            self._note_error(result.message or f"the batched status read at {self._p} failed")
+        if result.next_check_at is None:
+            # No longer watched by the batch: register again.
+            self._watched = None
+            self._expected = None
+        else:
+            self._expected = expected_by(result.next_check_at)
+        self._status.next_check_at = result.next_check_at
+        self._check_attention()
+        self._touch()
+        return True
+
+    async def _unwatch(self) -> None:
+        """Ended otherwise than by the batch's final result: tell the batch (best effort; a
+        refund gone is dropped at its next result anyway)."""
+        if self._watched is None or self._batch_ended:
+            return
+        _, queue = self._watched
+        self._watched = None
+        try:
+            await workflow.get_external_workflow_handle(status_batch_id(queue)).signal(
+                "unwatch", UnwatchRefund(workflow_id=workflow.info().workflow_id)
+            )
+        except FailureError:
+            workflow.logger.info("status batch of %s was gone at unwatch", queue)
 
     def _work_pending(self) -> bool:
         return self._cancel_pending() or self._decision is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import activity
@@ -23,7 +23,15 @@ from activities.models import (
     ValidatedRefund,
     ValidateInput,
 )
+from activities.status_batch import CheckedStatuses, CheckStatusesInput
+from activities.status_watch import RegisterWatchInput
 from core.models import ProviderRefund, ProviderRefundStatus, RefundRequest
+from workflows.status_batch import (
+    PROVIDER_STATUS_SIGNAL,
+    ProviderStatus,
+    StatusOutcome,
+    poll_delay_s,
+)
 
 RAW = {
     ProviderRefundStatus.PENDING: "PENDING",
@@ -67,6 +75,11 @@ class FakeProvider:
     # recorded in ``calls``, which are the provider's.
     route_step: Callable[[RefundRequest], RefundRoute | None] | None = None
     calls: list[Call] = field(default_factory=list)
+    # The batched read's answer for one refund id, by read number (1-based); None: as
+    # ``poll_step`` says. Not set: ``poll_step`` answers each refund of a batched read.
+    batch_step: Callable[[str, int], ProviderRefund | None] | None = None
+    # Refund ids of each batched status read (check_refund_statuses), in order.
+    batch_reads: list[tuple[str, ...]] = field(default_factory=list)
 
     def count(self, name: str) -> int:
         return sum(1 for c in self.calls if c.name == name)
@@ -113,6 +126,53 @@ class FakeProvider:
             attempt=info.attempt,
         )
 
+    @activity.defn(name="check_refund_statuses")
+    async def check_statuses(self, params: CheckStatusesInput) -> CheckedStatuses:
+        """The batched read: one "poll" call recorded (and ``poll_step`` asked) per refund."""
+        self.batch_reads.append(tuple(t.refund_id for t in params.refunds))
+        found: dict[str, ProviderRefund] = {}
+        for target in params.refunds:
+            n, info = self._record("poll")
+            answer = (
+                self.batch_step(target.refund_id, len(self.batch_reads))
+                if self.batch_step
+                else None
+            )
+            if answer is None and self.poll_step is not None:
+                answer = self.poll_step(n, info)
+            found[target.refund_id] = answer or refund(
+                ProviderRefundStatus.SUCCEEDED, target.refund_id
+            )
+        return CheckedStatuses(found=found, attempt=activity.info().attempt)
+
+    @activity.defn(name="watch_refund_status")
+    async def watch_status(self, params: RegisterWatchInput) -> None:
+        """Stands in for registering with the status batch where no batch workflow runs (a
+        worker of its own in a test): reads at once, as ``poll_step`` says, and signals the
+        result. Not a poll round: a pending refund hears again only at its watchdog."""
+        watch = params.watch
+        n, info = self._record("poll")
+        answer = self.poll_step(n, info) if self.poll_step else None
+        found = answer or refund(ProviderRefundStatus.SUCCEEDED, watch.refund_id)
+        delay = poll_delay_s(watch.poll_initial_s, watch.poll_max_s, watch.checks_so_far + 1)
+        pending = found.status is ProviderRefundStatus.PENDING
+        await (
+            activity.client()
+            .get_workflow_handle(watch.workflow_id)
+            .signal(
+                PROVIDER_STATUS_SIGNAL,
+                ProviderStatus(
+                    refund_id=watch.refund_id,
+                    outcome=StatusOutcome.FOUND,
+                    refund=found,
+                    checks=watch.checks_so_far + 1,
+                    next_check_at=info.current_attempt_scheduled_time + timedelta(seconds=delay)
+                    if pending
+                    else None,
+                ),
+            )
+        )
+
     @activity.defn(name="cancel_refund")
     async def cancel(self, params: CancelAtProviderInput) -> CancelAtProviderResult:
         n, info = self._record("cancel")
@@ -141,4 +201,6 @@ class FakeProvider:
             self.poll_status,
             self.cancel,
             self.find_submitted,
+            self.check_statuses,
+            self.watch_status,
         ]

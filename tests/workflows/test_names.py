@@ -14,7 +14,7 @@ from workflows.refund import RefundWorkflow
 def test_refund_workflow_names() -> None:
     definition = workflow._Definition.must_from_class(RefundWorkflow)
     assert definition.name == "RefundWorkflow"
-    assert set(definition.signals) == {"cancel", "admitted", "check_now"}
+    assert set(definition.signals) == {"cancel", "admitted", "check_now", "provider_status"}
     assert set(definition.updates) == {"request_cancel", "resolve"}
     assert set(definition.queries) == {"status"}
 
@@ -31,3 +31,12 @@ def test_signal_name_reads_the_handlers_definition() -> None:
     assert signal_name(RefundWorkflow.cancel) == "cancel"
     with pytest.raises(TypeError, match="not a named"):
         signal_name(RefundWorkflow.status)
+
+
+def test_status_batch_workflow_names() -> None:
+    from workflows.status_batch import RefundStatusBatchWorkflow
+
+    definition = workflow._Definition.must_from_class(RefundStatusBatchWorkflow)
+    assert definition.name == "RefundStatusBatch"
+    assert set(definition.signals) == {"watch", "unwatch"}
+    assert set(definition.queries) == {"status_batch"}

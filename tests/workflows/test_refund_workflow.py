@@ -27,6 +27,7 @@ from activities.models import (
     ValidateInput,
     WorkflowRef,
 )
+from activities.status_watch import StatusWatchActivities
 from core.models import (
     REFUND_PAYMENT_ID,
     REFUND_PROVIDER,
@@ -43,6 +44,7 @@ from tests.workflows.fakes import FakeProvider, final_error, refund
 from workflows.models import CancelRequest, LaneGrant, RefundWorkflowInput
 from workflows.names import signal_name
 from workflows.refund import RefundWorkflow
+from workflows.status_batch import RefundStatusBatchWorkflow, status_batch_id
 
 PENDING = ProviderRefundStatus.PENDING
 SUCCEEDED = ProviderRefundStatus.SUCCEEDED
@@ -140,26 +142,43 @@ class InstantLane:
         return [self.enter, self.is_open]
 
 
+def activity_name(fn: Callable[..., Any]) -> str | None:
+    definition = activity._Definition.from_callable(fn)
+    return definition.name if definition else None
+
+
 @asynccontextmanager
 async def worker_for(
     env: WorkflowEnvironment, queue: str, activities: list[Callable[..., Any]]
 ) -> AsyncIterator[None]:
-    """Scripted provider activities, with an instant lane.
+    """Scripted provider activities, with an instant lane, and the status batch of Mews
+    refunds: on the dev server the real RefundStatusBatchWorkflow and its registration
+    (its reads the scripted ``check_refund_statuses``, a "poll" recorded per refund read);
+    on the time-skipping server the fake's instant stand-in (``watch_refund_status``: one
+    "poll" read at once, its result signalled), as with the real batch there the server
+    stopped skipping time (a refund's result signal left pending).
 
     A failed test may leave its refund running; once this worker is gone its pending timers
-    would hold the time-skipping server back for every later test, so it ends with the test.
+    would hold the time-skipping server back for every later test, so it ends with the test,
+    and so does the queue's status batch (the fakes route to the worker's own queue).
     """
     lane = InstantLane(env.client)
+    workflows: list[type] = [RefundWorkflow]
+    if not env.supports_time_skipping:
+        watches = StatusWatchActivities(env.client)
+        stand_in = activity_name(watches.register)
+        activities = [*(a for a in activities if activity_name(a) != stand_in), *watches.all]
+        workflows.append(RefundStatusBatchWorkflow)
     try:
         async with Worker(
             env.client,
             task_queue=queue,
-            workflows=[RefundWorkflow],
+            workflows=workflows,
             activities=[*activities, *lane.all],
         ):
             yield
     finally:
-        for workflow_id in lane.workflow_ids:
+        for workflow_id in [*lane.workflow_ids, status_batch_id(queue)]:
             with contextlib.suppress(RPCError):
                 await env.client.get_workflow_handle(workflow_id).terminate("test finished")
 

@@ -8,7 +8,9 @@ workflow, ``lane_`` for the per-payment lane, ``v2_`` for the money-safe workflo
 (patch ``index-provider-refund-id``), outcome events and the lanes' details, ``v4_`` for
 search attributes written only when they change (patch ``lean-upserts``), ``v5_`` for the
 lean run (patch ``lean-run-v5``: one marker for all of them, no lane for Paynow, provider
-calls on their budget queue).
+calls on their budget queue), ``v6_`` for Mews status reads through the status batch of the
+budget queue (patch ``mews-status-batch``; ``v6_mews_batched_pending_then_succeeded`` with
+the real RefundStatusBatchWorkflow, on the dev server).
 ``python -m tests.workflows.test_replay
 PREFIX`` records the scenarios of today's code under a new prefix (never over old files).
 """
@@ -80,6 +82,11 @@ def _scenarios() -> dict[str, tuple[FakeProvider, RefundWorkflowInput, bool]]:
         "paynow_continued_as_new": (
             FakeProvider(poll_step=lambda n, _: refund(PENDING if n <= 12 else SUCCEEDED)),
             RefundWorkflowInput(request=paynow_request("replay-5"), options=options),
+            False,
+        ),
+        "mews_pending_then_succeeded": (
+            FakeProvider(poll_step=lambda n, _: refund(PENDING if n < 3 else SUCCEEDED)),
+            RefundWorkflowInput(request=mews_request(), options=options),
             False,
         ),
         "mews_lost_answers_ridden_out": (
@@ -200,6 +207,26 @@ async def _record_outcome_event(env: WorkflowEnvironment) -> WorkflowHistory:
     return history
 
 
+async def _record_mews_batched(env: WorkflowEnvironment) -> WorkflowHistory:
+    """A Mews refund pending at two reads of the real status batch, succeeded at the third
+    (on the dev server: worker_for runs RefundStatusBatchWorkflow there)."""
+    queue = f"replay-{uuid.uuid4().hex}"
+    fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n < 3 else SUCCEEDED))
+    request = mews_request()
+    async with worker_for(env, queue, fake.all):
+        handle = await env.client.start_workflow(
+            RefundWorkflow.run,
+            RefundWorkflowInput(
+                request=request, options=RefundOptions(poll_initial_s=1, poll_max_s=2)
+            ),
+            id=request.workflow_id,
+            task_queue=queue,
+        )
+        await handle.result()
+        history = await handle.fetch_history()
+    return history
+
+
 async def _write_histories(prefix: str) -> None:
     def write(name: str, history: WorkflowHistory) -> None:
         path = HISTORIES / f"{prefix}_{name}.json"
@@ -227,6 +254,7 @@ async def _write_histories(prefix: str) -> None:
         await ensure_search_attributes(dev.client, dev.client.namespace)
         write("account_lane_two_refunds", await _record_lane(dev))
         write("paynow_succeeded_with_outcome_event", await _record_outcome_event(dev))
+        write("mews_batched_pending_then_succeeded", await _record_mews_batched(dev))
 
 
 if __name__ == "__main__":
