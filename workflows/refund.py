@@ -122,6 +122,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.outcomes import Refused as _Refused
     from workflows.outcomes import Resend as _Resend
     from workflows.outcomes import Unknown as _Unknown
+    from workflows.policies import CALL_BUDGET, RETRY
     from workflows.status_batch import (
         PROVIDER_STATUS_SIGNAL,
         ProviderStatus,
@@ -133,14 +134,6 @@ with workflow.unsafe.imports_passed_through():
         status_batch_id,
     )
 
-# How long the server keeps retrying one activity before the workflow looks up again.
-CALL_BUDGET = timedelta(minutes=10)
-RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=2),
-    maximum_attempts=0,
-)
 # Reconciliation looks for refunds created from this long before the lost attempt started
 # until this long after the lookup (room for the provider's clock).
 RECONCILE_MARGIN = timedelta(minutes=5)

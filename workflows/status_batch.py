@@ -90,7 +90,6 @@ from typing import Annotated, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
@@ -105,6 +104,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.models import ProviderName, ProviderRefund, ProviderRefundStatus, forward_compatible
     from providers.errors import provider_title
+    from workflows.policies import CALL_BUDGET, RETRY
 
 STATUS_BATCH_PREFIX = "refund-status-batch:"
 # The refund workflow's signal that carries a result (its handler is registered under it).
@@ -120,16 +120,9 @@ BYTES_PER_RUN = 4_000_000
 MAX_WATCHED = 5_000
 # External signals in flight at once: the server allows 2,000 pending per workflow.
 SIGNALS_AT_ONCE = 500
-# One read's timeout and call budget, and its retry policy: those of a refund's own status
-# read (workflows/refund.py, CALL_BUDGET and RETRY; RefundOptions.call_timeout_s).
+# One read's timeout; its call budget and retry policy are a refund's own status read's
+# (workflows/policies.py; the timeout is RefundOptions.call_timeout_s's default).
 CALL_TIMEOUT = timedelta(seconds=60)
-CALL_BUDGET = timedelta(minutes=10)
-RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=2),
-    maximum_attempts=0,
-)
 # Failed reads: the next one waits at least this, doubling per failed round, capped.
 FAILURE_BACKOFF_FIRST_S = 10.0
 FAILURE_BACKOFF_MAX_S = 600.0
