@@ -405,6 +405,8 @@ def test_one_rate_limited_worker_per_budget_queue(
             "poll_status",
             "cancel",
             "find_submitted",
+            # The batched status reads of Mews refunds (workflows/status_batch.py).
+            "check_statuses",
         ]
         assert "workflows" not in built
         assert built["graceful_shutdown_timeout"] == worker.GRACEFUL_SHUTDOWN

@@ -223,7 +223,9 @@ async def test_2500_refunds_are_read_1000_a_call_each_on_its_own_backoff(
             assert f"does not know refund {refund_id}" in (statuses[0].message or "")
             assert statuses[0].next_check_at is not None  # still watched
         if kind == 2:
-            assert len(statuses) in (2, 3)
+            # Two, and more when results came while its workflow was completing (how many
+            # depends on real time under load); that it is then dropped is checked above.
+            assert len(statuses) >= 2
             assert statuses[-1].next_check_at is not None
         else:
             last = statuses[-1]
