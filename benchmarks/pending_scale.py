@@ -56,9 +56,8 @@ import httpx
 from temporalio.client import Client
 
 from benchmarks.bare_worker import BARE_TASK_QUEUE
-from benchmarks.refund_throughput import fresh_refund_request, peak_rss_mb, ready
+from benchmarks.refund_throughput import bare_worker, fresh_refund_request, peak_rss_mb
 from core.models import FINAL_STATES, ProviderName, RefundRequest, RefundState
-from devstack.process import ChildProcess
 from devstack.stack import EmbeddedStack, StackConfig
 from simulators.mews import MewsSimulator
 from simulators.serving import free_port
@@ -319,18 +318,8 @@ async def run(plan: Plan) -> int:
         async with stack:
             for _ in range(plan.workers - 1):
                 await stack.add_worker()
-            bare = ChildProcess(
-                "bare",
-                [sys.executable, "-m", "benchmarks.bare_worker"],
-                env=stack.env(),
-                log_path=stack.log_dir / "bare.log",
-            )
-            bare.start()
-            try:
-                await ready(bare, stack.log_dir / "bare.log")
+            async with bare_worker(stack):
                 figures = await measure(stack, plan)
-            finally:
-                await bare.stop(grace_s=5)
     report(plan, figures)
     return 0
 

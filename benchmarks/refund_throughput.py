@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,19 +223,26 @@ async def run(count: int, rounds: int, warmup: int) -> int:
                 poll_max_s=POLL_S,
             )
         )
-        async with stack:
-            bare = ChildProcess(
-                "bare",
-                [sys.executable, "-m", "benchmarks.bare_worker"],
-                env=stack.env(),
-                log_path=stack.log_dir / "bare.log",
-            )
-            bare.start()
-            try:
-                await ready(bare, stack.log_dir / "bare.log")
-                return await measure(stack, count, rounds, warmup, bare.pid)
-            finally:
-                await bare.stop(grace_s=5)
+        async with stack, bare_worker(stack) as bare:
+            return await measure(stack, count, rounds, warmup, bare.pid)
+
+
+@contextlib.asynccontextmanager
+async def bare_worker(stack: EmbeddedStack) -> AsyncIterator[ChildProcess]:
+    """The baseline's worker process (``benchmarks.bare_worker``) against ``stack``'s server,
+    polling by the time this yields; stopped on the way out."""
+    bare = ChildProcess(
+        "bare",
+        [sys.executable, "-m", "benchmarks.bare_worker"],
+        env=stack.env(),
+        log_path=stack.log_dir / "bare.log",
+    )
+    bare.start()
+    try:
+        await ready(bare, stack.log_dir / "bare.log")
+        yield bare
+    finally:
+        await bare.stop(grace_s=5)
 
 
 def _says_ready(log: Path) -> bool:
