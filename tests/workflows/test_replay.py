@@ -33,7 +33,7 @@ from temporalio.worker import Replayer, Worker
 
 from activities.failures import OUTCOME_UNKNOWN
 from activities.lane_activities import LaneActivities
-from core.models import ProviderRefundStatus, RefundOptions
+from core.models import ProviderRefundStatus, RefundOptions, RefundRequest, RefundStatus
 from tests.workflows.conftest import venv_binary
 from tests.workflows.fakes import FakeProvider, final_error, refund
 from tests.workflows.test_refund_workflow import mews_request, paynow_request, worker_for
@@ -183,22 +183,11 @@ async def _record_lane(env: WorkflowEnvironment) -> WorkflowHistory:
 async def _record_outcome_event(env: WorkflowEnvironment) -> WorkflowHistory:
     """A refund with a notify_url (on the dev server: its outcome event's delivery workflow,
     left without a worker, would hold the time-skipping server's clock for later tests)."""
-    queue = f"replay-{uuid.uuid4().hex}"
     fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n < 2 else SUCCEEDED))
     request = paynow_request(f"replay-7-{uuid.uuid4().hex[:6]}").model_copy(
         update={"notify_url": "https://hooks.example.com/refund-events"}
     )
-    async with worker_for(env, queue, fake.all):
-        handle = await env.client.start_workflow(
-            RefundWorkflow.run,
-            RefundWorkflowInput(
-                request=request, options=RefundOptions(poll_initial_s=1, poll_max_s=2)
-            ),
-            id=request.workflow_id,
-            task_queue=queue,
-        )
-        final = await handle.result()
-        history = await handle.fetch_history()
+    final, history = await _run_to_the_end(env, fake, request)
     for number in range(1, len(final.events) + 1):
         with contextlib.suppress(RPCError):
             await env.client.get_workflow_handle(
@@ -210,9 +199,17 @@ async def _record_outcome_event(env: WorkflowEnvironment) -> WorkflowHistory:
 async def _record_mews_batched(env: WorkflowEnvironment) -> WorkflowHistory:
     """A Mews refund pending at two reads of the real status batch, succeeded at the third
     (on the dev server: worker_for runs RefundStatusBatchWorkflow there)."""
-    queue = f"replay-{uuid.uuid4().hex}"
     fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n < 3 else SUCCEEDED))
-    request = mews_request()
+    _, history = await _run_to_the_end(env, fake, mews_request())
+    return history
+
+
+async def _run_to_the_end(
+    env: WorkflowEnvironment, fake: FakeProvider, request: RefundRequest
+) -> tuple[RefundStatus, WorkflowHistory]:
+    """One refund on its own task queue with status checks 1 s (then 2 s) apart: its final
+    status and its history."""
+    queue = f"replay-{uuid.uuid4().hex}"
     async with worker_for(env, queue, fake.all):
         handle = await env.client.start_workflow(
             RefundWorkflow.run,
@@ -222,9 +219,8 @@ async def _record_mews_batched(env: WorkflowEnvironment) -> WorkflowHistory:
             id=request.workflow_id,
             task_queue=queue,
         )
-        await handle.result()
-        history = await handle.fetch_history()
-    return history
+        final = await handle.result()
+        return final, await handle.fetch_history()
 
 
 async def _write_histories(prefix: str) -> None:
