@@ -204,7 +204,11 @@ async def test_2500_refunds_are_read_1000_a_call_each_on_its_own_backoff(
             # How much later depends on how long the rounds' deliveries take here in real
             # time (the server does not skip time while workers are busy); the bound on that
             # is test_schedule's, on the registry alone.
-            assert gap >= delay - 1, (refund_id, k, gap)
+            # Read times are when the activity ran, not when its round was due: a read that
+            # came late in a slow round (a loaded machine) shortens the gap to the next one.
+            # The exact bound (delay less the 1 s window, from due times) is test_schedule's;
+            # here: never read at less than half its own backoff.
+            assert gap >= delay / 2, (refund_id, k, gap)
             previous = at
 
     for n, results in enumerate(heard):
