@@ -56,7 +56,15 @@ import httpx
 from temporalio.client import Client
 
 from benchmarks.bare_worker import BARE_TASK_QUEUE
-from benchmarks.refund_throughput import bare_worker, fresh_refund_request, peak_rss_mb
+from benchmarks.refund_throughput import (
+    CLOCK_TICKS,
+    bare_worker,
+    cpu_ticks,
+    fresh_refund_request,
+    peak_rss_mb,
+    rss_mb,
+    stat_fields,
+)
 from core.models import FINAL_STATES, ProviderName, RefundRequest, RefundState
 from devstack.stack import EmbeddedStack, StackConfig
 from simulators.mews import MewsSimulator
@@ -80,19 +88,9 @@ STATUS_CHECK: dict[ProviderName, tuple[str, re.Pattern[str]]] = {
     ProviderName.MEWS: ("POST", re.compile(r"^/api/connector/v1/payments/getAll$")),
     ProviderName.PAYNOW: ("GET", re.compile(r"^/v3/refunds/[^/]+/status$")),
 }
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------- processes
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """``/proc/<pid>/stat`` after the command name (field 3 on), or None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -101,7 +99,7 @@ def group_pids(pgid: int) -> list[int]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        fields = _stat_fields(int(entry.name))
+        fields = stat_fields(int(entry.name))
         # fields[2] is the process group (field 5 of stat).
         if fields is not None and int(fields[2]) == pgid:
             found.append(int(entry.name))
@@ -112,21 +110,10 @@ def cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of the group's live processes."""
     total = 0
     for pid in group_pids(pgid):
-        fields = _stat_fields(pid)
+        fields = stat_fields(pid)
         if fields is not None:
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / _CLOCK_TICKS
-
-
-def rss_mb(pid: int) -> float | None:
-    """The process's resident set now (VmRSS), in MB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+            total += cpu_ticks(fields)
+    return total / CLOCK_TICKS
 
 
 def stack_children() -> dict[str, int]:
@@ -135,7 +122,7 @@ def stack_children() -> dict[str, int]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        fields = _stat_fields(int(entry.name))
+        fields = stat_fields(int(entry.name))
         if fields is None or int(fields[1]) != os.getpid():
             continue
         try:

@@ -52,6 +52,7 @@ from workflows.models import lane_id_for
 DEFAULT_COUNT = 60
 DEFAULT_ROUNDS = 3
 POLL_S = 0.01
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -119,16 +120,26 @@ async def fresh_refund_request(
     )
 
 
-def cpu_s(pid: int | None) -> float | None:
-    """The process's CPU time so far (user + system), in seconds; None if it cannot be read."""
-    if pid is None:
-        return None
+def stat_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` after the command name (field 3 on), or None if gone."""
     try:
-        # /proc/PID/stat: fields 14 and 15 (utime, stime) after the parenthesized command.
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return text[text.rfind(")") + 2 :].split()
+
+
+def cpu_ticks(fields: list[str]) -> int:
+    """User + system CPU time of a ``stat_fields`` line, in clock ticks (fields 14, 15)."""
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_s(pid: int | None) -> float | None:
+    """The process's CPU time so far (user + system), in seconds; None if it cannot be read."""
+    fields = stat_fields(pid) if pid is not None else None
+    if fields is None:
+        return None
+    return cpu_ticks(fields) / CLOCK_TICKS
 
 
 class Bench:
@@ -198,17 +209,27 @@ class Bench:
         return shape_of(history, lane)
 
 
-def peak_rss_mb(pid: int | None) -> float | None:
-    """The process's peak resident set (VmHWM), in MB; None if it cannot be read."""
+def _status_mb(pid: int | None, field: str) -> float | None:
+    """A ``/proc/<pid>/status`` memory field (``VmRSS``, ``VmHWM``) in MB; None if unread."""
     if pid is None:
         return None
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def peak_rss_mb(pid: int | None) -> float | None:
+    """The process's peak resident set (VmHWM), in MB; None if it cannot be read."""
+    return _status_mb(pid, "VmHWM")
+
+
+def rss_mb(pid: int | None) -> float | None:
+    """The process's resident set now (VmRSS), in MB; None if it cannot be read."""
+    return _status_mb(pid, "VmRSS")
 
 
 async def run(count: int, rounds: int, warmup: int) -> int:
