@@ -80,6 +80,11 @@ class FakeProvider:
     batch_step: Callable[[str, int], ProviderRefund | None] | None = None
     # Refund ids of each batched status read (check_refund_statuses), in order.
     batch_reads: list[tuple[str, ...]] = field(default_factory=list)
+    # A registration with the status batch (watch_refund_status), by attempt number (1-based,
+    # every attempt recorded as a "watch" call): raise to fail the attempt, return a
+    # ProviderStatus to signal it instead of a read, or None to read and signal as without
+    # it. Not set: no "watch" call is recorded.
+    watch_step: Step | None = None
 
     def count(self, name: str) -> int:
         return sum(1 for c in self.calls if c.name == name)
@@ -151,6 +156,17 @@ class FakeProvider:
         worker of its own in a test): reads at once, as ``poll_step`` says, and signals the
         result. Not a poll round: a pending refund hears again only at its watchdog."""
         watch = params.watch
+        if self.watch_step is not None:
+            number, attempt_info = self._record("watch")
+            scripted = self.watch_step(number, attempt_info)
+            if scripted is not None:
+                assert isinstance(scripted, ProviderStatus)
+                await (
+                    activity.client()
+                    .get_workflow_handle(watch.workflow_id)
+                    .signal(PROVIDER_STATUS_SIGNAL, scripted)
+                )
+                return
         n, info = self._record("poll")
         answer = self.poll_step(n, info) if self.poll_step else None
         found = answer or refund(ProviderRefundStatus.SUCCEEDED, watch.refund_id)
