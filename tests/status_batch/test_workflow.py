@@ -295,6 +295,46 @@ async def test_failed_reads_keep_every_refund_and_back_off(env: WorkflowEnvironm
     assert sum(1 for r in fake.reads if r.attempt == 1) == 3
 
 
+# The attempt at which the late round's first read succeeds (the test server retried about
+# once a second).
+LATE_ATTEMPT = 8
+
+
+async def test_a_late_round_reads_every_refund_due_by_its_start(env: WorkflowEnvironment) -> None:
+    """Five refunds due two seconds apart (each in a window of its own); the first round's
+    read fails its first attempts, so it ends seconds late. The next round reads every
+    refund due by the moment it starts in one call (patch status-batch-catch-up), not one
+    window of due times a round (before it: five rounds of one refund each, a batch that fell
+    behind staying behind)."""
+
+    def fail(info: activity.Info) -> ApplicationError | None:
+        if info.activity_id == "1" and info.attempt < LATE_ATTEMPT:
+            return ApplicationError("Mews answered 503", type="ServerError")
+        return None
+
+    fake = FakeReads(lambda rid, n: refund(rid, SUCCEEDED), fail=fail)
+    ids = [f"r-{n:05d}" for n in range(5)]
+    async with stack(env, fake) as s:
+        refunds = [await s.listen(f"refund:bulk-{n:05d}", 10) for n in range(5)]
+        batch = await s.start_batch(
+            *(watch(n).model_copy(update={"due_in_s": 2.0 * n}) for n in range(5)), idle_s=60
+        )
+        heard = [await done(h) for h in refunds]
+        await done(batch)
+        history = await batch.fetch_history()
+
+    assert all(h[-1].status.outcome is StatusOutcome.FOUND for h in heard)
+    succeeded = [r for r in fake.reads if r.attempt == LATE_ATTEMPT or r.ids != ids[:1]]
+    assert [r.ids for r in fake.reads[:LATE_ATTEMPT]] == [ids[:1]] * LATE_ATTEMPT
+    # The retries take seconds: the refunds due at 2, 4 and 6 s are overdue by then.
+    assert succeeded[0].at - fake.reads[0].at >= timedelta(seconds=6), fake.reads
+    assert set(ids[1:4]) <= set(succeeded[1].ids), [r.ids for r in fake.reads]
+    assert len(succeeded) <= 3, [r.ids for r in fake.reads]
+    # The patch's one marker: the batch records nothing else.
+    markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert len(markers) == 1
+
+
 async def test_a_full_batch_declines_and_unwatched_refunds_are_read_no_more(
     env: WorkflowEnvironment,
 ) -> None:
