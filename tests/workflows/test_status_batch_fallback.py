@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -58,6 +58,16 @@ async def outcome(handle: WorkflowHandle[Any, RefundStatus]) -> RefundStatus:
         raise AssertionError("the refund did not end") from None
 
 
+async def run_to_the_end(
+    env: WorkflowEnvironment, fake: FakeProvider
+) -> tuple[RefundStatus, WorkflowHistory]:
+    """A Mews refund run to its end against ``fake``: its result and its history."""
+    async with harness(env, fake) as h:
+        handle = await h.start(mews_request(), OPTIONS)
+        final = await outcome(handle)
+        return final, await handle.fetch_history()
+
+
 def after_submit(names: list[str]) -> list[str]:
     return names[names.index("submit_refund") + 1 :]
 
@@ -69,10 +79,7 @@ async def test_failed_registrations_fall_back_to_own_status_checks(
         raise unavailable()
 
     fake = FakeProvider(poll_step=pending_until(3), watch_step=watch)
-    async with harness(env, fake) as h:
-        handle = await h.start(mews_request(), OPTIONS)
-        final = await outcome(handle)
-        history = await handle.fetch_history()
+    final, history = await run_to_the_end(env, fake)
     assert final.state is RefundState.SUCCEEDED
     assert patch_markers(history) == [COST_PATCH, MEWS_STATUS_BATCH_PATCH]
     # Each round: a registration that never succeeds, then a read of its own; it tries to
@@ -112,10 +119,7 @@ async def test_registration_recovering_goes_back_to_the_batch(env: WorkflowEnvir
             raise unavailable()
 
     fake = FakeProvider(poll_step=pending_until(3), watch_step=watch)
-    async with harness(env, fake) as h:
-        handle = await h.start(mews_request(), OPTIONS)
-        final = await outcome(handle)
-        history = await handle.fetch_history()
+    final, history = await run_to_the_end(env, fake)
     assert final.state is RefundState.SUCCEEDED
     # Failed registration, its own read, then registered again: the stand-in's read (still
     # pending) and, at the watchdog, a registration whose read says succeeded.
@@ -142,10 +146,7 @@ async def test_a_declined_refund_reads_on_its_own_for_the_rest_of_the_run(
         return None
 
     fake = FakeProvider(poll_step=pending_until(3), watch_step=watch)
-    async with harness(env, fake) as h:
-        handle = await h.start(mews_request(), OPTIONS)
-        final = await outcome(handle)
-        history = await handle.fetch_history()
+    final, history = await run_to_the_end(env, fake)
     assert final.state is RefundState.SUCCEEDED
     assert patch_markers(history) == [COST_PATCH, MEWS_STATUS_BATCH_PATCH]
     # One registration (declined), then only reads of its own, pending ones included.
