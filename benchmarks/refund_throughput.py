@@ -42,6 +42,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError
 
 from benchmarks.bare_worker import BARE_TASK_QUEUE
+from core.budgets import NO_BUDGET, BudgetError, parse_budget
 from core.models import ProviderName, RefundRequest, RefundState
 from devstack.process import ChildProcess
 from devstack.stack import EmbeddedStack, StackConfig
@@ -52,6 +53,9 @@ from workflows.models import lane_id_for
 DEFAULT_COUNT = 60
 DEFAULT_ROUNDS = 3
 POLL_S = 0.01
+# The refund worker's Mews budget: none by default, so that the Mews rate is what a refund
+# costs; the simulator keeps its own rate limit, and its 429s are printed.
+NO_MEWS_BUDGET = NO_BUDGET
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -232,7 +236,7 @@ def rss_mb(pid: int | None) -> float | None:
     return _status_mb(pid, "VmRSS")
 
 
-async def run(count: int, rounds: int, warmup: int) -> int:
+async def run(count: int, rounds: int, warmup: int, mews_budget: str = NO_MEWS_BUDGET) -> int:
     with tempfile.TemporaryDirectory(prefix="refunds-bench-") as state:
         stack = EmbeddedStack(
             StackConfig(
@@ -242,10 +246,11 @@ async def run(count: int, rounds: int, warmup: int) -> int:
                 state_dir=Path(state),
                 poll_initial_s=POLL_S,
                 poll_max_s=POLL_S,
+                extra_worker_env={"REFUNDS_MEWS_BUDGET": mews_budget},
             )
         )
         async with stack, bare_worker(stack) as bare:
-            return await measure(stack, count, rounds, warmup, bare.pid)
+            return await measure(stack, count, rounds, warmup, bare.pid, mews_budget)
 
 
 @contextlib.asynccontextmanager
@@ -280,7 +285,12 @@ async def ready(bare: ChildProcess, log: Path, timeout_s: float = 60.0) -> None:
 
 
 async def measure(
-    stack: EmbeddedStack, count: int, rounds: int, warmup: int, bare_pid: int | None
+    stack: EmbeddedStack,
+    count: int,
+    rounds: int,
+    warmup: int,
+    bare_pid: int | None,
+    mews_budget: str = NO_MEWS_BUDGET,
 ) -> int:
     client = await RefundClient.connect(stack.settings())
     async with httpx.AsyncClient(base_url=stack.sim_url, timeout=30) as http:
@@ -297,8 +307,15 @@ async def measure(
                 rates[kind.label].append(rate)
                 samples[kind.label] = sample
         shapes = {k.label: await bench.shape(samples[k.label]) for k in KINDS}
+        journal = (await http.get("/mews/_sim/journal")).raise_for_status().json()
+    mews_429 = sum(1 for e in journal["requests"] if e["status"] == 429)
     baseline = statistics.median(rates["bare"])
     print(f"{count} workflows of each kind per round, {rounds} rounds, medians; one dev server")
+    print(
+        f"Mews budget of the refund worker: {mews_budget} (REFUNDS_MEWS_BUDGET; its default, "
+        "200/30s, caps Mews refunds near 3 a second: the provider's limit, not their cost); "
+        f"Mews simulator 429s: {mews_429}"
+    )
     print(
         f"{'kind':<14} {'per s':>7} {'ratio':>6} {'events':>7} {'tasks':>6} "
         f"{'lane ev':>8} {'lane tasks':>10} {'checks':>6} {'cpu ms':>7} {'cpu x':>6}"
@@ -326,10 +343,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT)
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     parser.add_argument("--warmup", type=int, default=5, help="uncounted workflows per kind")
+    parser.add_argument(
+        "--mews-budget",
+        default=NO_MEWS_BUDGET,
+        help="REFUNDS_MEWS_BUDGET for the refund worker (default: none; e.g. 200/30s)",
+    )
     args = parser.parse_args(argv)
     if args.count < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("--count and --rounds must be 1 or more, --warmup 0 or more")
-    return asyncio.run(run(args.count, args.rounds, args.warmup))
+    try:
+        parse_budget(args.mews_budget)
+    except BudgetError as err:
+        parser.error(str(err))
+    return asyncio.run(run(args.count, args.rounds, args.warmup, args.mews_budget))
 
 
 if __name__ == "__main__":
