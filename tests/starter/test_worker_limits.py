@@ -36,7 +36,7 @@ def test_defaults_bound_the_cache_and_leave_concurrency_to_the_sdk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     built = build(monkeypatch)
-    assert built["max_cached_workflows"] == 1000
+    assert built["max_cached_workflows"] == 250
     assert built["max_concurrent_activities"] is None
     assert built["max_concurrent_workflow_tasks"] is None
 
@@ -44,10 +44,10 @@ def test_defaults_bound_the_cache_and_leave_concurrency_to_the_sdk(
 def test_settings_reach_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     built = build(
         monkeypatch,
-        refunds_worker_max_cached_workflows=250,
+        refunds_worker_max_cached_workflows=600,
         refunds_worker_max_concurrent_activities=20,
         refunds_worker_max_concurrent_workflow_tasks=10,
     )
-    assert built["max_cached_workflows"] == 250
+    assert built["max_cached_workflows"] == 600
     assert built["max_concurrent_activities"] == 20
     assert built["max_concurrent_workflow_tasks"] == 10
