@@ -175,7 +175,12 @@ async def test_a_webhook_before_the_refund_is_indexed_is_looked_up_again(
     assert ended.state is RefundState.SUCCEEDED, ended
     assert ended.provider_refund_id is not None
     refund = await sim_refund(api_stack, ended.provider_refund_id)
-    assert [r["state"] for r in refund["reads"]] == ["Pending", "Charged"], refund
+    reads = [r["state"] for r in refund["reads"]]
+    # The second read is the one the webhook brought. CI once saw a third, Charged too: a
+    # registration that reached the status batch while its round was in flight is read once
+    # more (a wasted read, never a second answer to the refund, which had ended).
+    assert reads[:2] == ["Pending", "Charged"], refund
+    assert reads[2:] in ([], ["Charged"]), refund
     created = [d for d in await deliveries(api_stack, ended.provider_refund_id) if d["copy"] == 1]
     assert created, "the creation was announced"
     assert created[0]["status"] == 200, created
