@@ -53,9 +53,6 @@ from workflows.models import lane_id_for
 DEFAULT_COUNT = 60
 DEFAULT_ROUNDS = 3
 POLL_S = 0.01
-# The refund worker's Mews budget: none by default, so that the Mews rate is what a refund
-# costs; the simulator keeps its own rate limit, and its 429s are printed.
-NO_MEWS_BUDGET = NO_BUDGET
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -236,7 +233,7 @@ def rss_mb(pid: int | None) -> float | None:
     return _status_mb(pid, "VmRSS")
 
 
-async def run(count: int, rounds: int, warmup: int, mews_budget: str = NO_MEWS_BUDGET) -> int:
+async def run(count: int, rounds: int, warmup: int, mews_budget: str = NO_BUDGET) -> int:
     with tempfile.TemporaryDirectory(prefix="refunds-bench-") as state:
         stack = EmbeddedStack(
             StackConfig(
@@ -290,7 +287,7 @@ async def measure(
     rounds: int,
     warmup: int,
     bare_pid: int | None,
-    mews_budget: str = NO_MEWS_BUDGET,
+    mews_budget: str = NO_BUDGET,
 ) -> int:
     client = await RefundClient.connect(stack.settings())
     async with httpx.AsyncClient(base_url=stack.sim_url, timeout=30) as http:
@@ -343,9 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT)
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     parser.add_argument("--warmup", type=int, default=5, help="uncounted workflows per kind")
+    # No Mews budget by default, so that the Mews rate is what a refund costs; the simulator
+    # keeps its own rate limit, and its 429s are printed.
     parser.add_argument(
         "--mews-budget",
-        default=NO_MEWS_BUDGET,
+        default=NO_BUDGET,
         help="REFUNDS_MEWS_BUDGET for the refund worker (default: none; e.g. 200/30s)",
     )
     args = parser.parse_args(argv)

@@ -30,6 +30,7 @@ from workflows.status_batch import (
     PROVIDER_STATUS_SIGNAL,
     ProviderStatus,
     StatusOutcome,
+    WatchRefund,
     poll_delay_s,
 )
 
@@ -154,39 +155,35 @@ class FakeProvider:
     async def watch_status(self, params: RegisterWatchInput) -> None:
         """Stands in for registering with the status batch where no batch workflow runs (a
         worker of its own in a test): reads at once, as ``poll_step`` says, and signals the
-        result. Not a poll round: a pending refund hears again only at its watchdog."""
+        result (or what ``watch_step`` scripts instead). Not a poll round: a pending refund
+        hears again only at its watchdog."""
         watch = params.watch
+        scripted = None
         if self.watch_step is not None:
-            number, attempt_info = self._record("watch")
-            scripted = self.watch_step(number, attempt_info)
-            if scripted is not None:
-                assert isinstance(scripted, ProviderStatus)
-                await (
-                    activity.client()
-                    .get_workflow_handle(watch.workflow_id)
-                    .signal(PROVIDER_STATUS_SIGNAL, scripted)
-                )
-                return
+            scripted = self.watch_step(*self._record("watch"))
+            assert scripted is None or isinstance(scripted, ProviderStatus)
+        status = self._read_for(watch) if scripted is None else scripted
+        await (
+            activity.client()
+            .get_workflow_handle(watch.workflow_id)
+            .signal(PROVIDER_STATUS_SIGNAL, status)
+        )
+
+    def _read_for(self, watch: WatchRefund) -> ProviderStatus:
+        """The stand-in's read of a registering refund, as ``poll_step`` says."""
         n, info = self._record("poll")
         answer = self.poll_step(n, info) if self.poll_step else None
         found = answer or refund(ProviderRefundStatus.SUCCEEDED, watch.refund_id)
         delay = poll_delay_s(watch.poll_initial_s, watch.poll_max_s, watch.checks_so_far + 1)
         pending = found.status is ProviderRefundStatus.PENDING
-        await (
-            activity.client()
-            .get_workflow_handle(watch.workflow_id)
-            .signal(
-                PROVIDER_STATUS_SIGNAL,
-                ProviderStatus(
-                    refund_id=watch.refund_id,
-                    outcome=StatusOutcome.FOUND,
-                    refund=found,
-                    checks=watch.checks_so_far + 1,
-                    next_check_at=info.current_attempt_scheduled_time + timedelta(seconds=delay)
-                    if pending
-                    else None,
-                ),
-            )
+        return ProviderStatus(
+            refund_id=watch.refund_id,
+            outcome=StatusOutcome.FOUND,
+            refund=found,
+            checks=watch.checks_so_far + 1,
+            next_check_at=info.current_attempt_scheduled_time + timedelta(seconds=delay)
+            if pending
+            else None,
         )
 
     @activity.defn(name="cancel_refund")
