@@ -31,7 +31,13 @@ from tests.faults.conftest import (
 )
 
 # wall_clock: it waits out the outage; a parallel run starts it first, beside everything else.
-pytestmark = [pytest.mark.e2e, pytest.mark.wall_clock, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.wall_clock,
+    pytest.mark.asyncio(loop_scope="session"),
+    # The outage alone is three minutes; the run around it, with CI load, several more.
+    pytest.mark.timeout(900),
+]
 
 OUTAGE_S = 180.0
 # A Mews reconcile is 2 lookups 5 s apart: long enough to see it happen, short next to the
