@@ -17,8 +17,13 @@ measured. Printed per kind: workflows/s (median of the rounds), the ratio to ``b
 from one workflow of the last round the history events and workflow tasks (the refund's own
 and its lane's), the status checks, the worker's CPU time per workflow (the refund worker's,
 lanes included; the bare worker's for ``bare``: the most stable figure on a busy machine),
-then the refund worker's peak RSS. The figures are for
-the machine they were taken on; the ratios, measured in one run, are what to compare.
+the dev server's and the simulators' CPU time per workflow, then the refund worker's peak
+RSS. The figures are for the machine they were taken on; the ratios, measured in one run,
+are what to compare.
+
+The CPU columns say where a kind's cost lies: on 2 cores shared by the server, the worker
+and the simulators, a kind's best rate against bare is about the ratio of their summed CPU
+per workflow (bare's sum over the kind's).
 """
 
 from __future__ import annotations
@@ -156,18 +161,30 @@ class Bench:
         self.raw: Client = client.client
         self.http = http
         self.bare_pid = bare_pid
-        # Worker CPU seconds per workflow, per round: the refund worker for refunds (their
-        # lanes included), the bare worker for the baseline.
-        self.cpu: dict[str, list[float]] = {}
+        # CPU seconds per workflow, per round, by process: "worker" is the refund worker for
+        # refunds (their lanes included), the bare worker for the baseline; "server" the dev
+        # server; "sim" the simulators.
+        self.cpu: dict[str, dict[str, list[float]]] = {}
 
     async def timed_round(self, kind: Kind, count: int) -> tuple[float, str | RefundRequest]:
-        pid = self.bare_pid if kind.provider is None else self.stack.worker_pid
-        before = cpu_s(pid)
+        pids = {
+            "worker": self.bare_pid if kind.provider is None else self.stack.worker_pid,
+            "server": self.stack.server_pid,
+            "sim": self.stack.sim_pid,
+        }
+        before = {name: cpu_s(pid) for name, pid in pids.items()}
         rate, sample = await self.round(kind, count)
-        after = cpu_s(pid)
-        if before is not None and after is not None:
-            self.cpu.setdefault(kind.label, []).append((after - before) / count)
+        for name, pid in pids.items():
+            start, end = before[name], cpu_s(pid)
+            if start is not None and end is not None:
+                per_kind = self.cpu.setdefault(kind.label, {})
+                per_kind.setdefault(name, []).append((end - start) / count)
         return rate, sample
+
+    def cpu_per_workflow(self, label: str, process: str) -> float | None:
+        """Median CPU seconds per workflow of ``label`` in ``process``; None if unread."""
+        samples = self.cpu.get(label, {}).get(process)
+        return statistics.median(samples) if samples else None
 
     async def request(self, kind: Kind) -> RefundRequest:
         assert kind.provider is not None
@@ -221,6 +238,19 @@ def _status_mb(pid: int | None, field: str) -> float | None:
     except OSError:
         return None
     return None
+
+
+def ms(seconds: float | None, width: int) -> str:
+    return f"{seconds * 1000:>{width}.1f}" if seconds is not None else f"{'?':>{width}}"
+
+
+def total_cpu(bench: Bench, label: str) -> float | None:
+    """Worker, server and simulator CPU seconds per workflow of ``label``; None if any
+    of them was not read."""
+    parts = [bench.cpu_per_workflow(label, process) for process in ("worker", "server", "sim")]
+    if any(part is None for part in parts):
+        return None
+    return sum(part for part in parts if part is not None)
 
 
 def peak_rss_mb(pid: int | None) -> float | None:
@@ -315,21 +345,28 @@ async def measure(
     )
     print(
         f"{'kind':<14} {'per s':>7} {'ratio':>6} {'events':>7} {'tasks':>6} "
-        f"{'lane ev':>8} {'lane tasks':>10} {'checks':>6} {'cpu ms':>7} {'cpu x':>6}"
+        f"{'lane ev':>8} {'lane tasks':>10} {'checks':>6} {'cpu ms':>7} {'cpu x':>6} "
+        f"{'server ms':>9} {'sim ms':>6} {'cpu bound':>9}"
     )
-    bare_cpu = statistics.median(bench.cpu["bare"]) if bench.cpu.get("bare") else None
+    bare_cpu = bench.cpu_per_workflow("bare", "worker")
+    bare_total = total_cpu(bench, "bare")
     for kind in KINDS:
         median = statistics.median(rates[kind.label])
         s = shapes[kind.label]
-        cpu = statistics.median(bench.cpu[kind.label]) if bench.cpu.get(kind.label) else None
-        cpu_ms = f"{cpu * 1000:>7.1f}" if cpu is not None else f"{'?':>7}"
+        cpu = bench.cpu_per_workflow(kind.label, "worker")
         cpu_x = f"{cpu / bare_cpu:>5.2f}x" if cpu is not None and bare_cpu else f"{'?':>6}"
+        total = total_cpu(bench, kind.label)
+        bound = f"{bare_total / total:>8.2f}x" if bare_total and total else f"{'?':>9}"
         print(
             f"{kind.label:<14} {median:>7.1f} {median / baseline:>5.2f}x {s.events:>7} "
-            f"{s.tasks:>6} {s.lane_events:>8} {s.lane_tasks:>10} {s.checks:>6} {cpu_ms} {cpu_x}"
+            f"{s.tasks:>6} {s.lane_events:>8} {s.lane_tasks:>10} {s.checks:>6} "
+            f"{ms(cpu, 7)} {cpu_x} {ms(bench.cpu_per_workflow(kind.label, 'server'), 9)} "
+            f"{ms(bench.cpu_per_workflow(kind.label, 'sim'), 6)} {bound}"
         )
     print("cpu ms: the worker's CPU time per workflow (the refund worker's, lanes included;")
-    print("the bare worker's for bare); cpu x: against bare's.")
+    print("the bare worker's for bare); cpu x: against bare's; server ms, sim ms: the dev")
+    print("server's and the simulators' CPU time per workflow; cpu bound: bare's CPU per")
+    print("workflow (worker + server + sim) over the kind's, the ratio if CPU alone set rates.")
     rss = peak_rss_mb(stack.worker_pid)
     print(f"refund worker peak RSS: {rss:.0f} MB" if rss is not None else "peak RSS: unknown")
     return 0

@@ -213,6 +213,16 @@ class EmbeddedStack:
         return self._worker.pid if self._worker and self._worker.alive else None
 
     @property
+    def server_pid(self) -> int | None:
+        """The Temporal dev server's process (benchmarks read its CPU time)."""
+        return self._temporal.pid if self._temporal and self._temporal.alive else None
+
+    @property
+    def sim_pid(self) -> int | None:
+        """The simulators' process."""
+        return self._sim.pid if self._sim and self._sim.alive else None
+
+    @property
     def workers(self) -> list[ChildProcess]:
         """Every live worker process: the first one (:meth:`start_worker`'s), then those of
         :meth:`add_worker`. Their Temporal identity is ``<pid>@<host>``."""

@@ -17,8 +17,9 @@ def test_a_small_run_prints_each_kind_against_the_bare_workflow(
 ) -> None:
     assert refund_throughput.main(["--count", "2", "--rounds", "1", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
-    # Then each worker's CPU ms per workflow and its ratio to bare's (or ? if unreadable).
-    cpu = r"\s+([\d.]+|\?)\s+([\d.]+x|\?)"
+    # Then each worker's CPU ms per workflow and its ratio to bare's, the server's and the
+    # simulators' CPU ms, and the ratio their sums allow (each ? if unreadable).
+    cpu = r"\s+([\d.]+|\?)\s+([\d.]+x|\?)\s+([\d.]+|\?)\s+([\d.]+|\?)\s+([\d.]+x|\?)"
     assert re.search(rf"^bare\s+[\d.]+\s+1\.00x\s+\d+\s+\d+\s+0\s+0\s+0{cpu}$", out, re.M), out
     rows = {
         label: re.search(
@@ -36,4 +37,9 @@ def test_a_small_run_prints_each_kind_against_the_bare_workflow(
     assert three.group(5) == "3"
     assert mews is not None
     assert int(mews.group(3)) > 0
+    # The server did work for every kind (its CPU was read on this Linux machine).
+    for row in rows.values():
+        assert row is not None
+        assert row.group(8) != "?", out
+        assert float(row.group(8)) > 0, out
     assert "refund worker peak RSS:" in out
