@@ -83,9 +83,15 @@ class FoundRefunds(_Result):
 
 class RefundRoute(_Result):
     """Where a refund's provider calls run: the budget queue of its profile's credential
-    (``core.budgets``), e.g. ``refunds.budget.mews.default``."""
+    (``core.budgets``), e.g. ``refunds.budget.mews.default``.
+
+    ``local_reads``: the group has no budget, so nothing is counted on its queue and the
+    refund may first try its reads (validate, status checks) as local activities in its own
+    workflow task (patch ``local-provider-reads``). Absent in what older workers returned:
+    False, every call on the queue as before."""
 
     task_queue: str
+    local_reads: bool = False
 
 
 class EnterLaneInput(_Model):

@@ -51,13 +51,16 @@ class RefundActivities:
     async def route(self, request: RefundRequest) -> RefundRoute:
         """The budget queue of the request's profile: ``<task queue>.budget.<provider>.<group>``,
         where the task queue is the one this runs on (the workflow's, run as a local activity)
-        and the group is the first profile by name sharing the profile's credential. No call
-        to the provider; an unknown or disabled profile is refused, non-retryable."""
+        and the group is the first profile by name sharing the profile's credential; reads may
+        run locally when the group has no budget. No call to the provider; an unknown or
+        disabled profile is refused, non-retryable."""
         try:
             group = self._providers.budget_group(request)
         except ProviderNotConfiguredError as err:
             raise _not_configured(err) from None
-        return RefundRoute(task_queue=group.queue(activity.info().task_queue))
+        return RefundRoute(
+            task_queue=group.queue(activity.info().task_queue), local_reads=group.budget is None
+        )
 
     @activity.defn(name="validate_refund")
     async def validate(self, params: ValidateInput) -> ValidatedRefund:

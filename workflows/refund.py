@@ -167,6 +167,9 @@ COST_PATCH = "lean-run-v5"
 # no server round trip, one marker event).
 ROUTE_TIMEOUT = timedelta(seconds=10)
 ROUTE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+# A local read is tried once: retries belong to the activity it falls back to, whose waits
+# the server keeps (a local activity's would be timers and workflow tasks in the history).
+LOCAL_READ_RETRY = RetryPolicy(maximum_attempts=1)
 # Providers whose refunds queue in a lane (under COST_PATCH): those without an idempotency key
 # on their refund call, where a lost answer is looked up and a sibling's refund could be taken
 # for one's own. Paynow retries with the same Idempotency-Key and refuses an over-refund itself.
@@ -177,6 +180,14 @@ LANE_PROVIDERS = frozenset({ProviderName.MEWS})
 # Paynow refunds never record it, and runs recorded before it poll on their own.
 MEWS_STATUS_BATCH_PATCH = "mews-status-batch"
 BATCHED_PROVIDERS = frozenset({ProviderName.MEWS})
+# Versioning: when the refund's budget queue counts nothing (its group has no budget: Paynow
+# unless REFUNDS_PAYNOW_BUDGET is set), its reads (validate, each status check) are first
+# tried once as a local activity, inside the workflow task that needs them: one marker
+# event instead of an activity's three and the workflow task its completion takes. Anything
+# but an answer falls back to the ordinary activity on the budget queue (its retries, call
+# budget and Retry-After as before). Asked when a route allows it; runs before it, and
+# refunds whose calls a budget counts, never record it.
+LOCAL_READS_PATCH = "local-provider-reads"
 TEMPORAL_CANCEL_REASON = "cancellation requested through Temporal"
 # The states an outcome event is sent for (a request with a notify_url).
 EVENT_STATES = FINAL_STATES | {RefundState.NEEDS_ATTENTION}
@@ -223,6 +234,8 @@ class RefundWorkflow:
         # The task queue of this refund's provider calls (its profile's budget queue, found
         # when the run starts); None: the workflow's own.
         self._queue: str | None = None
+        # Reads may be tried as local activities first (patch local-provider-reads).
+        self._local_reads = False
         self._admitted = False
         self._claims: tuple[LaneClaim, ...] = ()
         # Refunds that may be this one's (ambiguous reconciliation): claimed on release.
@@ -513,6 +526,7 @@ class RefundWorkflow:
             workflow.logger.warning("no budget queue for this refund: %s", _describe(err, "route"))
             return True
         self._queue = route.task_queue
+        self._local_reads = route.local_reads and workflow.patched(LOCAL_READS_PATCH)
         return True
 
     def _queues_in_lane(self) -> bool:
@@ -600,7 +614,7 @@ class RefundWorkflow:
     async def _validate_then_submit(self) -> ProviderRefund | None:
         validated = await self._call(
             "validate",
-            lambda: self._provider_call(
+            lambda: self._provider_read(
                 RefundActivities.validate,
                 ValidateInput(
                     request=self._request, known_refunded_minor=self._known_refunded_minor()
@@ -1046,7 +1060,7 @@ class RefundWorkflow:
         """One status read of a provider refund, within one call budget."""
         return await self._call_once(
             step,
-            lambda: self._provider_call(
+            lambda: self._provider_read(
                 RefundActivities.poll_status,
                 PollInput(request=self._request, refund_id=refund_id),
                 summary,
@@ -1152,6 +1166,34 @@ class RefundWorkflow:
             retry_policy=RETRY,
             summary=summary,
         )
+
+    async def _provider_read(
+        self, activity: Callable[[RefundActivities, P], Awaitable[R]], arg: P, summary: str
+    ) -> R:
+        """A provider read (no money moves): with local reads (patch local-provider-reads),
+        first one attempt as a local activity in this workflow task; whatever it ends with
+        other than an answer (an error, a refusal, a timeout), the ordinary activity then
+        decides, after the wait the provider asked for (Retry-After) or the retry policy's
+        first interval, so that a failing provider is not called twice at once."""
+        if not self._local_reads:
+            return await self._provider_call(activity, arg, summary)
+        try:
+            return await workflow.execute_local_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=self._call_timeout,
+                retry_policy=LOCAL_READ_RETRY,
+                summary=summary,
+            )
+        except (ActivityError, ApplicationError) as err:
+            # A local activity's failure can come unwrapped (seen on the test server).
+            cause = err.cause if isinstance(err, ActivityError) else err
+            if not (isinstance(cause, ApplicationError) and cause.non_retryable):
+                wait = RETRY.initial_interval
+                if isinstance(cause, ApplicationError) and cause.next_retry_delay is not None:
+                    wait = max(wait, cause.next_retry_delay)
+                await workflow.sleep(wait, summary="before the read as an activity")
+        return await self._provider_call(activity, arg, summary)
 
     async def _call_once(
         self, step: str, start: Callable[[], Awaitable[R]]

@@ -81,13 +81,18 @@ async def test_scrape_after_a_refund_shows_refund_provider_and_sdk_metrics(
         provider="paynow",
         outcome="SUCCEEDED",
     ) == [1]
-    # Provider calls run on the profile's budget queue (docs/operations.md, "Provider budgets").
+    # The refund call runs on the profile's budget queue (docs/operations.md, "Provider
+    # budgets"); with no Paynow budget set, the read before it ran as a local activity, on
+    # the workflow's own queue (patch local-provider-reads).
     calls_queue = budget_queue(queue, ProviderName.PAYNOW, "default")
-    for operation, status in (("check_refundable", "200"), ("submit", "201")):
+    for operation, status, on in (
+        ("check_refundable", "200", queue),
+        ("submit", "201", calls_queue),
+    ):
         assert samples(
             text,
             "provider_calls",
-            task_queue=calls_queue,
+            task_queue=on,
             provider="paynow",
             operation=operation,
             status=status,

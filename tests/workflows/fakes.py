@@ -52,11 +52,19 @@ def final_error(message: str, error_type: str = "ForbiddenError") -> Application
     return ApplicationError(message, type=error_type, non_retryable=True)
 
 
+def no_budget_route(_: RefundRequest) -> RefundRoute:
+    """A ``route_step``: the worker's own task queue, for a budget group without a budget,
+    whose reads may run as local activities (patch local-provider-reads)."""
+    return RefundRoute(task_queue=activity.info().task_queue, local_reads=True)
+
+
 @dataclass
 class Call:
     name: str
     attempt: int
     scheduled: datetime
+    # Run as a local activity (patch local-provider-reads).
+    local: bool = False
 
 
 # A step gets the call number of its activity (1-based) and the attempt's info.
@@ -92,7 +100,9 @@ class FakeProvider:
 
     def _record(self, name: str) -> tuple[int, activity.Info]:
         info = activity.info()
-        self.calls.append(Call(name, info.attempt, info.current_attempt_scheduled_time))
+        self.calls.append(
+            Call(name, info.attempt, info.current_attempt_scheduled_time, info.is_local)
+        )
         return self.count(name), info
 
     @activity.defn(name="route_refund")

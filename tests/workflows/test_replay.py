@@ -10,7 +10,9 @@ search attributes written only when they change (patch ``lean-upserts``), ``v5_`
 lean run (patch ``lean-run-v5``: one marker for all of them, no lane for Paynow, provider
 calls on their budget queue), ``v6_`` for Mews status reads through the status batch of the
 budget queue (patch ``mews-status-batch``; ``v6_mews_batched_pending_then_succeeded`` with
-the real RefundStatusBatchWorkflow, on the dev server).
+the real RefundStatusBatchWorkflow, on the dev server), ``v7_`` for Paynow reads as local
+activities when no budget counts them (patch ``local-provider-reads``; Mews at its default
+budget, unchanged).
 ``python -m tests.workflows.test_replay
 PREFIX`` records the scenarios of today's code under a new prefix (never over old files).
 """
@@ -27,15 +29,22 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from activities.failures import OUTCOME_UNKNOWN
 from activities.lane_activities import LaneActivities
-from core.models import ProviderRefundStatus, RefundOptions, RefundRequest, RefundStatus
+from core.models import (
+    ProviderRefund,
+    ProviderRefundStatus,
+    RefundOptions,
+    RefundRequest,
+    RefundStatus,
+)
 from tests.workflows.conftest import venv_binary
-from tests.workflows.fakes import FakeProvider, final_error, refund
+from tests.workflows.fakes import FakeProvider, final_error, no_budget_route, refund
 from tests.workflows.test_refund_workflow import mews_request, paynow_request, worker_for
 from workflows.events import RefundEventWorkflow
 from workflows.models import CancelRequest, RefundWorkflowInput, lane_id_for
@@ -58,14 +67,24 @@ def _scenarios() -> dict[str, tuple[FakeProvider, RefundWorkflowInput, bool]]:
         if n <= 3:
             raise final_error("mews: no answer", OUTCOME_UNKNOWN)
 
+    def unavailable_once(n: int, _: object) -> ProviderRefund:
+        if n == 1:
+            raise ApplicationError("paynow HTTP 503", type="ProviderUnavailableError")
+        return refund(PENDING if n < 3 else SUCCEEDED)
+
+    # Paynow refunds route as Paynow does without REFUNDS_PAYNOW_BUDGET: reads run locally
+    # (patch local-provider-reads; Mews keeps its default budget, every call an activity).
     return {
         "paynow_pending_then_succeeded": (
-            FakeProvider(poll_step=lambda n, _: refund(PENDING if n < 4 else SUCCEEDED)),
+            FakeProvider(
+                poll_step=lambda n, _: refund(PENDING if n < 4 else SUCCEEDED),
+                route_step=no_budget_route,
+            ),
             RefundWorkflowInput(request=paynow_request("replay-1"), options=options),
             False,
         ),
         "paynow_canceled_before_submit": (
-            FakeProvider(),
+            FakeProvider(route_step=no_budget_route),
             RefundWorkflowInput(request=paynow_request("replay-2"), options=options),
             True,
         ),
@@ -80,13 +99,21 @@ def _scenarios() -> dict[str, tuple[FakeProvider, RefundWorkflowInput, bool]]:
             False,
         ),
         "paynow_continued_as_new": (
-            FakeProvider(poll_step=lambda n, _: refund(PENDING if n <= 12 else SUCCEEDED)),
+            FakeProvider(
+                poll_step=lambda n, _: refund(PENDING if n <= 12 else SUCCEEDED),
+                route_step=no_budget_route,
+            ),
             RefundWorkflowInput(request=paynow_request("replay-5"), options=options),
             False,
         ),
         "mews_pending_then_succeeded": (
             FakeProvider(poll_step=lambda n, _: refund(PENDING if n < 3 else SUCCEEDED)),
             RefundWorkflowInput(request=mews_request(), options=options),
+            False,
+        ),
+        "paynow_local_read_fell_back": (
+            FakeProvider(poll_step=unavailable_once, route_step=no_budget_route),
+            RefundWorkflowInput(request=paynow_request("replay-6"), options=options),
             False,
         ),
         "mews_lost_answers_ridden_out": (
@@ -183,7 +210,9 @@ async def _record_lane(env: WorkflowEnvironment) -> WorkflowHistory:
 async def _record_outcome_event(env: WorkflowEnvironment) -> WorkflowHistory:
     """A refund with a notify_url (on the dev server: its outcome event's delivery workflow,
     left without a worker, would hold the time-skipping server's clock for later tests)."""
-    fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n < 2 else SUCCEEDED))
+    fake = FakeProvider(
+        poll_step=lambda n, _: refund(PENDING if n < 2 else SUCCEEDED), route_step=no_budget_route
+    )
     request = paynow_request(f"replay-7-{uuid.uuid4().hex[:6]}").model_copy(
         update={"notify_url": "https://hooks.example.com/refund-events"}
     )

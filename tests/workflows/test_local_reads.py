@@ -1,0 +1,150 @@
+"""Reads as local activities (patch local-provider-reads): when the route says the budget
+queue counts nothing, validate and each status check are tried once in the workflow task that
+needs them; anything but an answer falls back to the ordinary activity. On the time-skipping
+server with the fake provider, whose route says so only when a test asks."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from benchmarks.refund_throughput import local_activity_types
+from core.models import ProviderRefund, ProviderRefundStatus, RefundRequest, RefundState
+from tests.workflows.fakes import FakeProvider, Step, final_error, no_budget_route, refund
+from tests.workflows.test_cost_patch import patch_markers, scheduled
+from tests.workflows.test_refund_workflow import harness, mews_request, paynow_request
+from workflows.refund import COST_PATCH, LOCAL_READS_PATCH, MEWS_STATUS_BATCH_PATCH
+
+PENDING, SUCCEEDED = ProviderRefundStatus.PENDING, ProviderRefundStatus.SUCCEEDED
+
+
+def pending_then_succeeded(n: int, _: activity.Info) -> ProviderRefund:
+    return refund(PENDING if n < 2 else SUCCEEDED)
+
+
+def workflow_tasks(history: WorkflowHistory) -> int:
+    completed = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    return sum(1 for e in history.events if e.event_type == completed)
+
+
+async def run(
+    env: WorkflowEnvironment, fake: FakeProvider, request: RefundRequest | None = None
+) -> tuple[RefundState, WorkflowHistory]:
+    async with harness(env, fake) as h:
+        handle = await h.start(request or paynow_request())
+        final = await asyncio.wait_for(handle.result(), 60)
+        return final.state, await handle.fetch_history()
+
+
+async def test_reads_run_in_the_workflow_task_when_no_budget_counts_them(
+    env: WorkflowEnvironment,
+) -> None:
+    fake = FakeProvider(poll_step=pending_then_succeeded, route_step=no_budget_route)
+    state, history = await run(env, fake)
+    assert state is RefundState.SUCCEEDED
+    assert patch_markers(history) == [COST_PATCH, LOCAL_READS_PATCH]
+    # Only the refund call is an activity; validate and both checks ran locally.
+    assert scheduled(history) == ["submit_refund"]
+    assert local_activity_types(history) == [
+        "route_refund",
+        "validate_refund",
+        "poll_refund_status",
+        "poll_refund_status",
+    ]
+    assert [(c.name, c.local) for c in fake.calls] == [
+        ("validate", True),
+        ("submit", False),
+        ("poll", True),
+        ("poll", True),
+    ]
+    # One workflow task to validate and send, one for the refund call's answer and the first
+    # check, one for the timer and the second check (as activities: 6).
+    assert workflow_tasks(history) == 3
+
+
+async def test_a_route_with_a_budget_keeps_every_read_an_activity(
+    env: WorkflowEnvironment,
+) -> None:
+    fake = FakeProvider(poll_step=pending_then_succeeded)
+    state, history = await run(env, fake)
+    assert state is RefundState.SUCCEEDED
+    assert patch_markers(history) == [COST_PATCH]
+    assert scheduled(history) == [
+        "validate_refund",
+        "submit_refund",
+        "poll_refund_status",
+        "poll_refund_status",
+    ]
+    assert local_activity_types(history) == ["route_refund"]
+    assert not any(c.local for c in fake.calls)
+
+
+def failing_once(error: ApplicationError, then: Step) -> Step:
+    def step(n: int, info: activity.Info) -> object:
+        if n == 1:
+            raise error
+        return then(n, info)
+
+    return step
+
+
+async def test_a_failed_local_read_falls_back_to_the_activity_after_its_first_interval(
+    env: WorkflowEnvironment,
+) -> None:
+    outage = ApplicationError("paynow HTTP 503", type="ProviderUnavailableError")
+    fake = FakeProvider(
+        poll_step=failing_once(outage, lambda n, _: refund(SUCCEEDED)), route_step=no_budget_route
+    )
+    state, history = await run(env, fake)
+    assert state is RefundState.SUCCEEDED
+    polls = [c for c in fake.calls if c.name == "poll"]
+    # The local attempt failed once; the activity read (on its first attempt) and answered.
+    assert [(c.local, c.attempt) for c in polls] == [(True, 1), (False, 1)]
+    assert polls[1].scheduled - polls[0].scheduled >= timedelta(seconds=1)
+    assert scheduled(history) == ["submit_refund", "poll_refund_status"]
+
+
+async def test_retry_after_is_waited_out_before_the_fallback(env: WorkflowEnvironment) -> None:
+    limited = ApplicationError(
+        "paynow HTTP 429", type="RateLimitedError", next_retry_delay=timedelta(seconds=45)
+    )
+    fake = FakeProvider(
+        validate_step=failing_once(limited, lambda n, _: None), route_step=no_budget_route
+    )
+    state, _ = await run(env, fake)
+    assert state is RefundState.SUCCEEDED
+    validates = [c for c in fake.calls if c.name == "validate"]
+    assert [c.local for c in validates] == [True, False]
+    assert validates[1].scheduled - validates[0].scheduled >= timedelta(seconds=45)
+
+
+async def test_a_refused_local_read_is_asked_once_more_as_an_activity_and_ends_the_same(
+    env: WorkflowEnvironment,
+) -> None:
+    def refuse(n: int, _: activity.Info) -> None:
+        raise final_error("paynow HTTP 400: amount exceeds the refundable amount")
+
+    fake = FakeProvider(validate_step=refuse, route_step=no_budget_route)
+    state, history = await run(env, fake)
+    assert state is RefundState.REJECTED
+    assert [(c.name, c.local) for c in fake.calls] == [("validate", True), ("validate", False)]
+    assert scheduled(history) == ["validate_refund"]
+
+
+async def test_a_mews_refund_without_a_budget_validates_locally_and_still_batches_its_checks(
+    env: WorkflowEnvironment,
+) -> None:
+    fake = FakeProvider(poll_step=pending_then_succeeded, route_step=no_budget_route)
+    state, history = await run(env, fake, mews_request())
+    assert state is RefundState.SUCCEEDED
+    assert patch_markers(history) == [COST_PATCH, LOCAL_READS_PATCH, MEWS_STATUS_BATCH_PATCH]
+    assert local_activity_types(history)[:2] == ["route_refund", "validate_refund"]
+    # Its status reads are the batch's (the stand-in's registration), none of its own.
+    assert "poll_refund_status" not in scheduled(history)
+    assert "poll_refund_status" not in local_activity_types(history)
