@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -61,6 +62,10 @@ POLL_S = 0.01
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+# The marker the SDK records for each local activity.
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+
+
 @dataclass(frozen=True)
 class Kind:
     label: str
@@ -87,17 +92,33 @@ class Shape:
     checks: int = 0
 
 
+def local_activity_types(history: WorkflowHistory) -> list[str]:
+    """The activity type of each local activity the history records (the SDK's
+    ``core_local_activity`` markers, whose ``data`` detail is JSON), in order."""
+    types = []
+    for event in history.events:
+        if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
+            continue
+        marker = event.marker_recorded_event_attributes
+        if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details:
+            continue
+        data = json.loads(marker.details["data"].payloads[0].data)
+        types.append(str(data["activity_type"]))
+    return types
+
+
 def shape_of(history: WorkflowHistory, lane: WorkflowHistory | None = None) -> Shape:
     def count(h: WorkflowHistory, kind: EventType.ValueType) -> int:
         return sum(1 for e in h.events if e.event_type == kind)
 
     completed = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    # Status checks as activities, and as local activities (patch local-provider-reads).
     checks = sum(
         1
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
         and e.activity_task_scheduled_event_attributes.activity_type.name == "poll_refund_status"
-    )
+    ) + local_activity_types(history).count("poll_refund_status")
     return Shape(
         events=len(history.events),
         tasks=count(history, completed),
