@@ -79,7 +79,8 @@ def build_worker(
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         max_cached_workflows=settings.refunds_worker_max_cached_workflows,
         max_concurrent_activities=settings.refunds_worker_max_concurrent_activities,
-        # Reads tried in the workflow task (patch local-provider-reads) share the same limit.
+        # Reads tried in the workflow task (patch local-provider-reads): a pool of their own,
+        # of the activities' size.
         max_concurrent_local_activities=settings.refunds_worker_max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.refunds_worker_max_concurrent_workflow_tasks,
     )

@@ -514,8 +514,9 @@ class RefundWorkflow:
                 retry_policy=ROUTE_RETRY,
                 summary="find the profile's budget queue",
             )
-        except (ActivityError, ApplicationError) as err:
-            # A local activity's final failure can come unwrapped (seen on the test server).
+        except FailureError as err:
+            # A local activity's failure comes unwrapped when replayed from its marker (an
+            # ApplicationError, a TimeoutError): caught in every form, as when it ran.
             cause = err.cause if isinstance(err, ActivityError) else err
             if before_submit and isinstance(cause, ApplicationError) and cause.non_retryable:
                 self._finish(RefundState.REJECTED, cause.message)
@@ -1185,13 +1186,16 @@ class RefundWorkflow:
                 retry_policy=LOCAL_READ_RETRY,
                 summary=summary,
             )
-        except (ActivityError, ApplicationError) as err:
-            # A local activity's failure can come unwrapped (seen on the test server).
+        except FailureError as err:
+            # A local activity's failure comes wrapped in an ActivityError while it runs, but
+            # as recorded in its marker (unwrapped: an ApplicationError, a TimeoutError, ...)
+            # when the history is replayed, so every failure is caught here, either way.
             cause = err.cause if isinstance(err, ActivityError) else err
             if not (isinstance(cause, ApplicationError) and cause.non_retryable):
                 wait = RETRY.initial_interval
                 if isinstance(cause, ApplicationError) and cause.next_retry_delay is not None:
-                    wait = max(wait, cause.next_retry_delay)
+                    # Retry-After, within one call budget (the activity's bound on waiting).
+                    wait = min(max(wait, cause.next_retry_delay), CALL_BUDGET)
                 await workflow.sleep(wait, summary="before the read as an activity")
         return await self._provider_call(activity, arg, summary)
 

@@ -6,20 +6,36 @@ server with the fake provider, whose route says so only when a test asks."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
+from activities.models import ValidatedRefund, ValidateInput
 from benchmarks.refund_throughput import local_activity_types
-from core.models import ProviderRefund, ProviderRefundStatus, RefundRequest, RefundState
+from core.models import (
+    ProviderRefund,
+    ProviderRefundStatus,
+    RefundOptions,
+    RefundRequest,
+    RefundState,
+)
 from tests.workflows.fakes import FakeProvider, Step, final_error, no_budget_route, refund
 from tests.workflows.test_cost_patch import patch_markers, scheduled
-from tests.workflows.test_refund_workflow import harness, mews_request, paynow_request
-from workflows.refund import COST_PATCH, LOCAL_READS_PATCH, MEWS_STATUS_BATCH_PATCH
+from tests.workflows.test_refund_workflow import harness, mews_request, paynow_request, worker_for
+from workflows.models import RefundWorkflowInput
+from workflows.refund import (
+    COST_PATCH,
+    LOCAL_READS_PATCH,
+    MEWS_STATUS_BATCH_PATCH,
+    RefundWorkflow,
+)
 
 PENDING, SUCCEEDED = ProviderRefundStatus.PENDING, ProviderRefundStatus.SUCCEEDED
 
@@ -148,3 +164,38 @@ async def test_a_mews_refund_without_a_budget_validates_locally_and_still_batche
     # Its status reads are the batch's (the stand-in's registration), none of its own.
     assert "poll_refund_status" not in scheduled(history)
     assert "poll_refund_status" not in local_activity_types(history)
+
+
+async def test_a_timed_out_local_read_falls_back_and_its_history_replays(
+    env: WorkflowEnvironment,
+) -> None:
+    """A local read that outlives the call timeout: the activity reads instead. Its marker
+    records the timeout unwrapped, which replay raises as a bare TimeoutError; caught only as
+    an ActivityError (as when it ran), replay failed with a non-determinism error."""
+    fake = FakeProvider(route_step=no_budget_route)
+    local_attempts: list[bool] = []
+
+    @activity.defn(name="validate_refund")
+    async def slow_local_validate(params: ValidateInput) -> ValidatedRefund:
+        if activity.info().is_local:
+            local_attempts.append(True)
+            await asyncio.sleep(5)  # past call_timeout_s (1 s): the local attempt times out
+        return await fake.validate(params)
+
+    activities = [slow_local_validate if a == fake.validate else a for a in fake.all]
+    request = paynow_request()
+    queue = f"q-{uuid.uuid4().hex}"
+    async with worker_for(env, queue, activities):
+        handle = await env.client.start_workflow(
+            RefundWorkflow.run,
+            RefundWorkflowInput(request=request, options=RefundOptions(call_timeout_s=1)),
+            id=request.workflow_id,
+            task_queue=queue,
+        )
+        final = await asyncio.wait_for(handle.result(), 60)
+        history = await handle.fetch_history()
+    assert final.state is RefundState.SUCCEEDED
+    assert local_attempts == [True]
+    assert scheduled(history)[:2] == ["validate_refund", "submit_refund"]
+    replayer = Replayer(workflows=[RefundWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
