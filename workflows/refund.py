@@ -621,6 +621,7 @@ class RefundWorkflow:
                     request=self._request, known_refunded_minor=self._known_refunded_minor()
                 ),
                 f"validate at {self._request.provider.value}",
+                counted=True,
             ),
         )
         if isinstance(validated, _Final):
@@ -1169,13 +1170,19 @@ class RefundWorkflow:
         )
 
     async def _provider_read(
-        self, activity: Callable[[RefundActivities, P], Awaitable[R]], arg: P, summary: str
+        self,
+        activity: Callable[[RefundActivities, P], Awaitable[R]],
+        arg: P,
+        summary: str,
+        *,
+        counted: bool = False,
     ) -> R:
         """A provider read (no money moves): with local reads (patch local-provider-reads),
         first one attempt as a local activity in this workflow task; whatever it ends with
         other than an answer (an error, a refusal, a timeout), the ordinary activity then
         decides, after the wait the provider asked for (Retry-After) or the retry policy's
-        first interval, so that a failing provider is not called twice at once."""
+        first interval, so that a failing provider is not called twice at once. ``counted``:
+        a failed local try counts in the status's ``attempts`` (the payment check's tries)."""
         if not self._local_reads:
             return await self._provider_call(activity, arg, summary)
         try:
@@ -1191,6 +1198,8 @@ class RefundWorkflow:
             # as recorded in its marker (unwrapped: an ApplicationError, a TimeoutError, ...)
             # when the history is replayed, so every failure is caught here, either way.
             cause = err.cause if isinstance(err, ActivityError) else err
+            if counted:
+                self._status.attempts += 1
             if not (isinstance(cause, ApplicationError) and cause.non_retryable):
                 wait = RETRY.initial_interval
                 if isinstance(cause, ApplicationError) and cause.next_retry_delay is not None:
