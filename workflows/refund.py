@@ -185,8 +185,8 @@ BATCHED_PROVIDERS = frozenset({ProviderName.MEWS})
 # tried once as a local activity, inside the workflow task that needs them: one marker
 # event instead of an activity's three and the workflow task its completion takes. Anything
 # but an answer falls back to the ordinary activity on the budget queue (its retries, call
-# budget and Retry-After as before). Asked when a route allows it; runs before it, and
-# refunds whose calls a budget counts, never record it.
+# budget and Retry-After as before). Asked when every run starts (after lean-run-v5); runs
+# before it never record it.
 LOCAL_READS_PATCH = "local-provider-reads"
 TEMPORAL_CANCEL_REASON = "cancellation requested through Temporal"
 # The states an outcome event is sent for (a request with a notify_url).
@@ -235,6 +235,7 @@ class RefundWorkflow:
         # when the run starts); None: the workflow's own.
         self._queue: str | None = None
         # Reads may be tried as local activities first (patch local-provider-reads).
+        self._may_read_locally = False
         self._local_reads = False
         self._admitted = False
         self._claims: tuple[LaneClaim, ...] = ()
@@ -302,6 +303,11 @@ class RefundWorkflow:
     @workflow.run
     async def run(self, params: RefundWorkflowInput) -> RefundStatus:
         self._v5 = workflow.patched(COST_PATCH)
+        # Asked first thing, in the run's first activation: asked after the route's local
+        # activity (when the route allowed local reads), its marker failed to replay once a
+        # worker replayed the history (evicted from the cache, queried), a non-determinism
+        # error seen with a small cache and status queries.
+        self._may_read_locally = self._v5 and workflow.patched(LOCAL_READS_PATCH)
         if self._v5:
             self._v2 = self._lean = True
         else:
@@ -527,7 +533,7 @@ class RefundWorkflow:
             workflow.logger.warning("no budget queue for this refund: %s", _describe(err, "route"))
             return True
         self._queue = route.task_queue
-        self._local_reads = route.local_reads and workflow.patched(LOCAL_READS_PATCH)
+        self._local_reads = route.local_reads and self._may_read_locally
         return True
 
     def _queues_in_lane(self) -> bool:

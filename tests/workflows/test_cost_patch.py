@@ -20,7 +20,7 @@ from activities.models import RefundRoute
 from core.models import ProviderRefundStatus, RefundRequest, RefundState
 from tests.workflows.fakes import FakeProvider, refund
 from tests.workflows.test_refund_workflow import harness, mews_request, paynow_request
-from workflows.refund import COST_PATCH, MEWS_STATUS_BATCH_PATCH
+from workflows.refund import COST_PATCH, LOCAL_READS_PATCH, MEWS_STATUS_BATCH_PATCH
 
 
 def patch_markers(history: WorkflowHistory) -> list[str]:
@@ -57,7 +57,8 @@ async def test_a_paynow_refund_records_one_patch_and_queues_in_no_lane(
     state, history = await run_one(env, paynow_request())
     assert state is RefundState.SUCCEEDED
     markers = patch_markers(history)
-    assert markers == [COST_PATCH]
+    # The run's other patch (local reads) is asked at every start, whatever the route says.
+    assert markers == [COST_PATCH, LOCAL_READS_PATCH]
     assert "enter_refund_lane" not in scheduled(history)
     assert not [
         e
@@ -71,7 +72,7 @@ async def test_a_mews_refund_still_queues_in_its_accounts_lane(env: WorkflowEnvi
     assert state is RefundState.SUCCEEDED
     markers = patch_markers(history)
     # A pending Mews refund watches through the status batch (its own patch).
-    assert markers == [COST_PATCH, MEWS_STATUS_BATCH_PATCH]
+    assert markers == [COST_PATCH, LOCAL_READS_PATCH, MEWS_STATUS_BATCH_PATCH]
     assert scheduled(history)[0] == "enter_refund_lane"
 
 

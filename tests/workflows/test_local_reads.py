@@ -6,16 +6,18 @@ server with the fake provider, whose route says so only when a test asks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import timedelta
 
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowHistory, WorkflowQueryFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, Worker
 
 from activities.models import ValidatedRefund, ValidateInput
 from benchmarks.refund_throughput import local_activity_types
@@ -28,7 +30,13 @@ from core.models import (
 )
 from tests.workflows.fakes import FakeProvider, Step, final_error, no_budget_route, refund
 from tests.workflows.test_cost_patch import patch_markers, scheduled
-from tests.workflows.test_refund_workflow import harness, mews_request, paynow_request, worker_for
+from tests.workflows.test_refund_workflow import (
+    InstantLane,
+    harness,
+    mews_request,
+    paynow_request,
+    worker_for,
+)
 from workflows.models import RefundWorkflowInput
 from workflows.refund import (
     COST_PATCH,
@@ -90,7 +98,7 @@ async def test_a_route_with_a_budget_keeps_every_read_an_activity(
     fake = FakeProvider(poll_step=pending_then_succeeded)
     state, history = await run(env, fake)
     assert state is RefundState.SUCCEEDED
-    assert patch_markers(history) == [COST_PATCH]
+    assert patch_markers(history) == [COST_PATCH, LOCAL_READS_PATCH]
     assert scheduled(history) == [
         "validate_refund",
         "submit_refund",
@@ -203,3 +211,58 @@ async def test_a_timed_out_local_read_falls_back_and_its_history_replays(
     assert scheduled(history)[:2] == ["validate_refund", "submit_refund"]
     replayer = Replayer(workflows=[RefundWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
+
+
+async def test_refunds_with_local_reads_replay_while_evicted_and_queried(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    """Ten refunds on a worker caching three, their status queried all along: each one is
+    replayed again and again, local reads included. With the patch asked after the route's
+    local activity, its marker failed to replay (TMPRL1100; the refunds never ended)."""
+    fake = FakeProvider(
+        poll_step=lambda n, _: refund(PENDING if n % 3 else SUCCEEDED), route_step=no_budget_route
+    )
+    queue = f"q-{uuid.uuid4().hex}"
+    lane = InstantLane(dev_env.client)
+    options = RefundOptions(poll_initial_s=1, poll_max_s=1)
+    async with Worker(
+        dev_env.client,
+        task_queue=queue,
+        workflows=[RefundWorkflow],
+        activities=[*fake.all, *lane.all],
+        max_cached_workflows=3,
+    ):
+        handles = []
+        for _ in range(10):
+            request = paynow_request()
+            handles.append(
+                await dev_env.client.start_workflow(
+                    RefundWorkflow.run,
+                    RefundWorkflowInput(request=request, options=options),
+                    id=request.workflow_id,
+                    task_queue=queue,
+                )
+            )
+        done = asyncio.Event()
+
+        async def query_all_along() -> None:
+            while not done.is_set():
+                for handle in handles:
+                    with contextlib.suppress(RPCError, WorkflowQueryFailedError):
+                        await handle.query(RefundWorkflow.status)
+                await asyncio.sleep(0.05)
+
+        querying = asyncio.create_task(query_all_along())
+        try:
+            finals = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 90)
+        finally:
+            done.set()
+            await querying
+            for handle in handles:
+                with contextlib.suppress(RPCError):
+                    await handle.terminate("test finished")
+    assert [f.state for f in finals] == [RefundState.SUCCEEDED] * 10
+    for handle in handles:
+        history = await handle.fetch_history()
+        failed = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+        assert not [e for e in history.events if e.event_type == failed]
