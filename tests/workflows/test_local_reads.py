@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from activities.models import ValidatedRefund, ValidateInput
-from benchmarks.refund_throughput import local_activity_types
+from benchmarks.refund_throughput import local_activity_types, shape_of
 from core.models import (
     ProviderRefund,
     ProviderRefundStatus,
@@ -31,13 +31,13 @@ from core.models import (
 from tests.workflows.fakes import FakeProvider, Step, final_error, no_budget_route, refund
 from tests.workflows.test_cost_patch import patch_markers, scheduled
 from tests.workflows.test_refund_workflow import (
+    Harness,
     InstantLane,
     harness,
     mews_request,
     paynow_request,
     worker_for,
 )
-from workflows.models import RefundWorkflowInput
 from workflows.refund import (
     COST_PATCH,
     LOCAL_READS_PATCH,
@@ -50,11 +50,6 @@ PENDING, SUCCEEDED = ProviderRefundStatus.PENDING, ProviderRefundStatus.SUCCEEDE
 
 def pending_then_succeeded(n: int, _: activity.Info) -> ProviderRefund:
     return refund(PENDING if n < 2 else SUCCEEDED)
-
-
-def workflow_tasks(history: WorkflowHistory) -> int:
-    completed = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
-    return sum(1 for e in history.events if e.event_type == completed)
 
 
 async def run(
@@ -89,7 +84,7 @@ async def test_reads_run_in_the_workflow_task_when_no_budget_counts_them(
     ]
     # One workflow task to validate and send, one for the refund call's answer and the first
     # check, one for the timer and the second check (as activities: 6).
-    assert workflow_tasks(history) == 3
+    assert shape_of(history).tasks == 3
 
 
 async def test_a_route_with_a_budget_keeps_every_read_an_activity(
@@ -198,12 +193,7 @@ async def test_a_timed_out_local_read_falls_back_and_its_history_replays(
     request = paynow_request()
     queue = f"q-{uuid.uuid4().hex}"
     async with worker_for(env, queue, activities):
-        handle = await env.client.start_workflow(
-            RefundWorkflow.run,
-            RefundWorkflowInput(request=request, options=RefundOptions(call_timeout_s=1)),
-            id=request.workflow_id,
-            task_queue=queue,
-        )
+        handle = await Harness(env, fake, queue).start(request, RefundOptions(call_timeout_s=1))
         final = await asyncio.wait_for(handle.result(), 60)
         history = await handle.fetch_history()
     assert final.state is RefundState.SUCCEEDED
@@ -232,17 +222,8 @@ async def test_refunds_with_local_reads_replay_while_evicted_and_queried(
         activities=[*fake.all, *lane.all],
         max_cached_workflows=3,
     ):
-        handles = []
-        for _ in range(10):
-            request = paynow_request()
-            handles.append(
-                await dev_env.client.start_workflow(
-                    RefundWorkflow.run,
-                    RefundWorkflowInput(request=request, options=options),
-                    id=request.workflow_id,
-                    task_queue=queue,
-                )
-            )
+        h = Harness(dev_env, fake, queue)
+        handles = [await h.start(paynow_request(), options) for _ in range(10)]
         done = asyncio.Event()
 
         async def query_all_along() -> None:
