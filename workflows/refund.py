@@ -1186,8 +1186,9 @@ class RefundWorkflow:
         """A provider read (no money moves): with local reads (patch local-provider-reads),
         first one attempt as a local activity in this workflow task; whatever it ends with
         other than an answer (an error, a refusal, a timeout), the ordinary activity then
-        decides, after the wait the provider asked for (Retry-After) or the retry policy's
-        first interval, so that a failing provider is not called twice at once. ``counted``:
+        decides: a refusal at once, anything else after the wait the provider asked for
+        (Retry-After) or the retry policy's first interval, so that a failing provider is not
+        called twice at once. ``counted``:
         a failed local try counts in the status's ``attempts`` (the payment check's tries)."""
         if not self._local_reads:
             return await self._provider_call(activity, arg, summary)
