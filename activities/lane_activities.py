@@ -11,7 +11,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.models import EnterLaneInput, WorkflowRef
-from workflows.models import LaneEntry, LaneInput
+from workflows.models import LaneEntry, LaneInput, ReleaseLaneInput
 from workflows.names import signal_name
 
 
@@ -40,6 +40,25 @@ class LaneActivities:
             ),
         )
 
+    @activity.defn(name="release_refund_lane")
+    async def release(self, params: ReleaseLaneInput) -> bool:
+        """Send the lane its ``release`` signal (run by a refund as a local activity: no
+        activity task, and no workflow task waiting for the signal to land). False when the
+        lane is gone (ended, or terminated by an operator): nothing is left to release.
+
+        Sent again after a crash, it changes nothing: the lane drops a release of a refund
+        that is neither its holder nor queued, and keeps each claimed refund id once."""
+        from workflows.payment_lane import RefundLaneWorkflow
+
+        handle = self._client.get_workflow_handle_for(RefundLaneWorkflow.run, params.lane_id)
+        try:
+            await handle.signal(RefundLaneWorkflow.release, params.exit)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
     @activity.defn(name="refund_is_open")
     async def is_open(self, params: WorkflowRef) -> bool:
         """Whether a lane holder still runs (a terminated one never releases)."""
@@ -53,4 +72,4 @@ class LaneActivities:
 
     @property
     def all(self) -> list[Callable[..., Any]]:
-        return [self.enter, self.is_open]
+        return [self.enter, self.release, self.is_open]

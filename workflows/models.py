@@ -209,6 +209,16 @@ class LaneExit(BaseModel):
     claims: tuple[LaneClaim, ...] = ()
 
 
+class ReleaseLaneInput(BaseModel):
+    """Input of the ``release_refund_lane`` local activity (patch local-lane-messages): the
+    lane to signal and its ``release`` signal's payload. Strict, as activity inputs are."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lane_id: str
+    exit: LaneExit
+
+
 class LaneGrant(BaseModel):
     """`admitted` signal to a refund workflow: its turn, with the refunds siblings claimed."""
 

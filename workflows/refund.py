@@ -108,6 +108,7 @@ with workflow.unsafe.imports_passed_through():
         LaneExit,
         LaneGrant,
         RefundWorkflowInput,
+        ReleaseLaneInput,
         ResolveAnswer,
         ResolveRequest,
         lane_id_for,
@@ -188,6 +189,13 @@ BATCHED_PROVIDERS = frozenset({ProviderName.MEWS})
 # budget and Retry-After as before). Asked when every run starts (after lean-run-v5); runs
 # before it never record it.
 LOCAL_READS_PATCH = "local-provider-reads"
+# Versioning: a refund that queues in a lane (Mews) enters and leaves it through local
+# activities (a signal-with-start and a signal, sent by the worker's Temporal client inside the
+# workflow task): one marker event each, instead of the enter activity's three events and
+# workflow task and the release's external-signal events and the workflow task their answer
+# takes. Asked when a first run of such a refund starts (after local-provider-reads); runs
+# before it, and Paynow refunds, never record it.
+LOCAL_LANE_PATCH = "local-lane-messages"
 TEMPORAL_CANCEL_REASON = "cancellation requested through Temporal"
 # The states an outcome event is sent for (a request with a notify_url).
 EVENT_STATES = FINAL_STATES | {RefundState.NEEDS_ATTENTION}
@@ -237,6 +245,8 @@ class RefundWorkflow:
         # Reads may be tried as local activities first (patch local-provider-reads).
         self._may_read_locally = False
         self._local_reads = False
+        # The lane is entered and left through local activities (patch local-lane-messages).
+        self._local_lane = False
         self._admitted = False
         self._claims: tuple[LaneClaim, ...] = ()
         # Refunds that may be this one's (ambiguous reconciliation): claimed on release.
@@ -308,6 +318,13 @@ class RefundWorkflow:
         # worker replayed the history (evicted from the cache, queried), a non-determinism
         # error seen with a small cache and status queries.
         self._may_read_locally = self._v5 and workflow.patched(LOCAL_READS_PATCH)
+        # Asked here for the same reason, and only where a lane will be entered.
+        self._local_lane = (
+            self._v5
+            and params.carried is None
+            and self._request.provider in LANE_PROVIDERS
+            and workflow.patched(LOCAL_LANE_PATCH)
+        )
         if self._v5:
             self._v2 = self._lean = True
         else:
@@ -555,17 +572,30 @@ class RefundWorkflow:
         self._lane = lane_id_for(self._request, workflow.info().task_queue, by_account=self._v2)
         self._status.message = f"waiting for earlier refunds of the same {self._scope()}"
         self._touch()
-        await workflow.execute_activity_method(
-            LaneActivities.enter,
-            EnterLaneInput(
-                lane_id=self._lane,
-                workflow_id=workflow.info().workflow_id,
-                scope=lane_scope(self._request) if self._v2 else None,
-            ),
-            start_to_close_timeout=self._call_timeout,
-            retry_policy=RETRY,
-            summary=f"queue in the {self._scope()}'s lane",
+        entry = EnterLaneInput(
+            lane_id=self._lane,
+            workflow_id=workflow.info().workflow_id,
+            scope=lane_scope(self._request) if self._v2 else None,
         )
+        summary = f"queue in the {self._scope()}'s lane"
+        if self._local_lane:
+            # Sent again after a crash before its marker, it changes nothing: the lane never
+            # queues its holder or a queued refund twice, and this refund cannot have left.
+            await workflow.execute_local_activity_method(
+                LaneActivities.enter,
+                entry,
+                start_to_close_timeout=self._call_timeout,
+                retry_policy=RETRY,
+                summary=summary,
+            )
+        else:
+            await workflow.execute_activity_method(
+                LaneActivities.enter,
+                entry,
+                start_to_close_timeout=self._call_timeout,
+                retry_policy=RETRY,
+                summary=summary,
+            )
         await workflow.wait_condition(lambda: self._admitted or self._status.cancel_requested)
         self._status.message = None
         if not self._admitted:
@@ -592,14 +622,25 @@ class RefundWorkflow:
                 )
             )
         refund_ids = ((made.refund_id,) if made else ()) + self._possible_refunds
+        exit_ = LaneExit(
+            workflow_id=workflow.info().workflow_id,
+            refund_ids=refund_ids,
+            claims=tuple(claims) if self._v2 else (),
+        )
+        if self._local_lane:
+            released = await workflow.execute_local_activity_method(
+                LaneActivities.release,
+                ReleaseLaneInput(lane_id=lane, exit=exit_),
+                start_to_close_timeout=self._call_timeout,
+                retry_policy=RETRY,
+                summary=f"leave the {self._scope()}'s lane",
+            )
+            if not released:
+                workflow.logger.warning("refund lane %s was gone at release", lane)
+            return
         try:
             await workflow.get_external_workflow_handle_for(RefundLaneWorkflow.run, lane).signal(
-                RefundLaneWorkflow.release,
-                LaneExit(
-                    workflow_id=workflow.info().workflow_id,
-                    refund_ids=refund_ids,
-                    claims=tuple(claims) if self._v2 else (),
-                ),
+                RefundLaneWorkflow.release, exit_
             )
         except FailureError:
             # The lane is gone (an operator terminated it): nothing left to release.

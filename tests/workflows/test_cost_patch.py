@@ -17,10 +17,16 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.models import RefundRoute
+from benchmarks.refund_throughput import local_activity_types
 from core.models import ProviderRefundStatus, RefundRequest, RefundState
 from tests.workflows.fakes import FakeProvider, refund
 from tests.workflows.test_refund_workflow import harness, mews_request, paynow_request
-from workflows.refund import COST_PATCH, LOCAL_READS_PATCH, MEWS_STATUS_BATCH_PATCH
+from workflows.refund import (
+    COST_PATCH,
+    LOCAL_LANE_PATCH,
+    LOCAL_READS_PATCH,
+    MEWS_STATUS_BATCH_PATCH,
+)
 
 
 def patch_markers(history: WorkflowHistory) -> list[str]:
@@ -72,8 +78,17 @@ async def test_a_mews_refund_still_queues_in_its_accounts_lane(env: WorkflowEnvi
     assert state is RefundState.SUCCEEDED
     markers = patch_markers(history)
     # A pending Mews refund watches through the status batch (its own patch).
-    assert markers == [COST_PATCH, LOCAL_READS_PATCH, MEWS_STATUS_BATCH_PATCH]
-    assert scheduled(history)[0] == "enter_refund_lane"
+    assert markers == [COST_PATCH, LOCAL_READS_PATCH, LOCAL_LANE_PATCH, MEWS_STATUS_BATCH_PATCH]
+    # It enters and leaves the lane through local activities (patch local-lane-messages):
+    # one marker each, no activity task, no signal the workflow sends and waits on.
+    lane_messages = [t for t in local_activity_types(history) if "lane" in t]
+    assert lane_messages == ["enter_refund_lane", "release_refund_lane"]
+    assert "enter_refund_lane" not in scheduled(history)
+    assert not [
+        e
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED
+    ]
 
 
 async def test_provider_calls_run_on_the_profiles_budget_queue(env: WorkflowEnvironment) -> None:

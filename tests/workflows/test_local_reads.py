@@ -40,6 +40,7 @@ from tests.workflows.test_refund_workflow import (
 )
 from workflows.refund import (
     COST_PATCH,
+    LOCAL_LANE_PATCH,
     LOCAL_READS_PATCH,
     MEWS_STATUS_BATCH_PATCH,
     RefundWorkflow,
@@ -166,8 +167,17 @@ async def test_a_mews_refund_without_a_budget_validates_locally_and_still_batche
     fake = FakeProvider(poll_step=pending_then_succeeded, route_step=no_budget_route)
     state, history = await run(env, fake, mews_request())
     assert state is RefundState.SUCCEEDED
-    assert patch_markers(history) == [COST_PATCH, LOCAL_READS_PATCH, MEWS_STATUS_BATCH_PATCH]
-    assert local_activity_types(history)[:2] == ["route_refund", "validate_refund"]
+    assert patch_markers(history) == [
+        COST_PATCH,
+        LOCAL_READS_PATCH,
+        LOCAL_LANE_PATCH,
+        MEWS_STATUS_BATCH_PATCH,
+    ]
+    assert local_activity_types(history)[:3] == [
+        "route_refund",
+        "enter_refund_lane",
+        "validate_refund",
+    ]
     # Its status reads are the batch's (the stand-in's registration), none of its own.
     assert "poll_refund_status" not in scheduled(history)
     assert "poll_refund_status" not in local_activity_types(history)

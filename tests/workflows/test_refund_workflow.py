@@ -41,7 +41,7 @@ from core.models import (
 )
 from starter.client import IdempotencyConflictError, RefundClient
 from tests.workflows.fakes import FakeProvider, final_error, refund
-from workflows.models import CancelRequest, LaneGrant, RefundWorkflowInput
+from workflows.models import CancelRequest, LaneGrant, RefundWorkflowInput, ReleaseLaneInput
 from workflows.names import signal_name
 from workflows.refund import RefundWorkflow
 from workflows.status_batch import RefundStatusBatchWorkflow, status_batch_id
@@ -125,6 +125,7 @@ class InstantLane:
     def __init__(self, client: Client) -> None:
         self._client = client
         self.workflow_ids: set[str] = set()
+        self.released: list[ReleaseLaneInput] = []
 
     @activity.defn(name="enter_refund_lane")
     async def enter(self, params: EnterLaneInput) -> None:
@@ -133,13 +134,18 @@ class InstantLane:
             RefundWorkflow.admitted, LaneGrant(lane_id=params.lane_id)
         )
 
+    @activity.defn(name="release_refund_lane")
+    async def release(self, params: ReleaseLaneInput) -> bool:
+        self.released.append(params)
+        return True
+
     @activity.defn(name="refund_is_open")
     async def is_open(self, params: WorkflowRef) -> bool:
         return True
 
     @property
     def all(self) -> list[Callable[..., Any]]:
-        return [self.enter, self.is_open]
+        return [self.enter, self.release, self.is_open]
 
 
 def activity_name(fn: Callable[..., Any]) -> str | None:

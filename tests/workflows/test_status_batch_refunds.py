@@ -14,7 +14,12 @@ from core.models import ProviderRefund, ProviderRefundStatus, RefundOptions, Ref
 from tests.workflows.fakes import FakeProvider, refund
 from tests.workflows.test_cost_patch import patch_markers, scheduled
 from tests.workflows.test_refund_workflow import harness, mews_request, paynow_request
-from workflows.refund import COST_PATCH, LOCAL_READS_PATCH, MEWS_STATUS_BATCH_PATCH
+from workflows.refund import (
+    COST_PATCH,
+    LOCAL_LANE_PATCH,
+    LOCAL_READS_PATCH,
+    MEWS_STATUS_BATCH_PATCH,
+)
 
 OPTIONS = RefundOptions(poll_initial_s=60, poll_max_s=240)
 
@@ -67,7 +72,12 @@ async def test_two_pending_mews_refunds_share_one_read_per_round(
     assert len(reads) - shared_from >= 3, reads
     assert fake.count("poll") == sum(len(b) for b in reads)
     for history in histories:
-        assert patch_markers(history) == [COST_PATCH, LOCAL_READS_PATCH, MEWS_STATUS_BATCH_PATCH]
+        assert patch_markers(history) == [
+            COST_PATCH,
+            LOCAL_READS_PATCH,
+            LOCAL_LANE_PATCH,
+            MEWS_STATUS_BATCH_PATCH,
+        ]
         assert "poll_refund_status" not in scheduled(history)
         assert "watch_refund_status" in scheduled(history)
 
