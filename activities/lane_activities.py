@@ -7,11 +7,12 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.models import EnterLaneInput, WorkflowRef
-from workflows.models import LaneEntry, LaneInput, ReleaseLaneInput
+from workflows.models import LaneEntry, LaneGrant, LaneInput, ReleaseLaneInput
 from workflows.names import signal_name
 
 
@@ -33,12 +34,50 @@ class LaneActivities:
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             start_signal=signal_name(RefundLaneWorkflow.enqueue),
             start_signal_args=[LaneEntry(workflow_id=params.workflow_id)],
-            static_summary=(
-                f"admits refunds of {params.scope} in turn"
-                if params.scope
-                else f"admits refunds of payment {params.lane_id.rsplit(':', 1)[-1]} in turn"
-            ),
+            static_summary=_summary(params),
         )
+
+    @activity.defn(name="take_refund_lane")
+    async def take(self, params: EnterLaneInput) -> LaneGrant | None:
+        """Enter the lane, run by a refund as a local activity (patch local-lane-messages).
+
+        An idle scope (no lane running) gets a lane started with this refund as its holder:
+        the grant comes back at once, with no claims (a lane ends only once none of its
+        claims can matter). Otherwise the refund queues (``enter``) and None says to wait for
+        the lane's ``admitted`` signal, unless the lane already names it its holder: this
+        was sent again after a worker died before the answer was recorded, and the lane,
+        which never admits its holder twice, has the grant given here again."""
+        from workflows.payment_lane import RefundLaneWorkflow
+
+        try:
+            await self._client.start_workflow(
+                RefundLaneWorkflow.run,
+                LaneInput(holder=params.workflow_id),
+                id=params.lane_id,
+                task_queue=activity.info().task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                static_summary=_summary(params),
+            )
+            return LaneGrant(lane_id=params.lane_id)
+        except WorkflowAlreadyStartedError:
+            pass
+        handle = self._client.get_workflow_handle_for(RefundLaneWorkflow.run, params.lane_id)
+        try:
+            held = await handle.query(RefundLaneWorkflow.lane)
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # It ended meanwhile: queueing starts a fresh one, which admits by signal.
+            held = None
+        if held is not None and held.holder == params.workflow_id:
+            return LaneGrant(
+                lane_id=params.lane_id,
+                claimed_refund_ids=tuple(held.claimed_refund_ids),
+                claims=tuple(held.claims),
+            )
+        await self.enter(params)
+        return None
 
     @activity.defn(name="release_refund_lane")
     async def release(self, params: ReleaseLaneInput) -> bool:
@@ -72,4 +111,11 @@ class LaneActivities:
 
     @property
     def all(self) -> list[Callable[..., Any]]:
-        return [self.enter, self.release, self.is_open]
+        return [self.enter, self.take, self.release, self.is_open]
+
+
+def _summary(params: EnterLaneInput) -> str:
+    """The lane's summary in the Temporal UI's workflow list."""
+    if params.scope:
+        return f"admits refunds of {params.scope} in turn"
+    return f"admits refunds of payment {params.lane_id.rsplit(':', 1)[-1]} in turn"

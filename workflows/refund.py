@@ -190,11 +190,13 @@ BATCHED_PROVIDERS = frozenset({ProviderName.MEWS})
 # before it never record it.
 LOCAL_READS_PATCH = "local-provider-reads"
 # Versioning: a refund that queues in a lane (Mews) enters and leaves it through local
-# activities (a signal-with-start and a signal, sent by the worker's Temporal client inside the
-# workflow task): one marker event each, instead of the enter activity's three events and
-# workflow task and the release's external-signal events and the workflow task their answer
-# takes. Asked when a first run of such a refund starts (after local-provider-reads); runs
-# before it, and Paynow refunds, never record it.
+# activities, sent by the worker's Temporal client inside the workflow task: one marker
+# event each, instead of the enter activity's three events and workflow task and the
+# release's external-signal events and the workflow task their answer takes. Where no lane
+# runs for its scope (the usual case) the lane is started with the refund holding it, so it
+# goes on to validate and submit in the same workflow task, with no admission signal. Asked
+# when a first run of such a refund starts (after local-provider-reads); runs before it, and
+# Paynow refunds, never record it.
 LOCAL_LANE_PATCH = "local-lane-messages"
 TEMPORAL_CANCEL_REASON = "cancellation requested through Temporal"
 # The states an outcome event is sent for (a request with a notify_url).
@@ -579,15 +581,19 @@ class RefundWorkflow:
         )
         summary = f"queue in the {self._scope()}'s lane"
         if self._local_lane:
-            # Sent again after a crash before its marker, it changes nothing: the lane never
-            # queues its holder or a queued refund twice, and this refund cannot have left.
-            await workflow.execute_local_activity_method(
-                LaneActivities.enter,
+            # An idle scope's lane is started with this refund holding it: admitted at once,
+            # in this workflow task. Sent again after a crash before its marker, it changes
+            # nothing (the lane never queues its holder or a queued refund twice, and says
+            # so when it already holds this one).
+            grant: LaneGrant | None = await workflow.execute_local_activity_method(
+                LaneActivities.take,
                 entry,
                 start_to_close_timeout=self._call_timeout,
                 retry_policy=RETRY,
                 summary=summary,
             )
+            if grant is not None:
+                self.admitted(grant)
         else:
             await workflow.execute_activity_method(
                 LaneActivities.enter,

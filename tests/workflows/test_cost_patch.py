@@ -82,8 +82,15 @@ async def test_a_mews_refund_still_queues_in_its_accounts_lane(env: WorkflowEnvi
     # It enters and leaves the lane through local activities (patch local-lane-messages):
     # one marker each, no activity task, no signal the workflow sends and waits on.
     lane_messages = [t for t in local_activity_types(history) if "lane" in t]
-    assert lane_messages == ["enter_refund_lane", "release_refund_lane"]
+    assert lane_messages == ["take_refund_lane", "release_refund_lane"]
     assert "enter_refund_lane" not in scheduled(history)
+    # Taken at once (no other refund of its account): no admission signal to wait for.
+    signals = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    ]
+    assert "admitted" not in signals
     assert not [
         e
         for e in history.events

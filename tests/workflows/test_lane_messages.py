@@ -68,7 +68,7 @@ async def test_a_lane_minds_no_repeated_entry_or_release(dev_env: WorkflowEnviro
     lane_id = f"refund-lane:test:{uuid.uuid4().hex}"
     lanes = LaneActivities(dev_env.client)
     run = ActivityEnvironment()
-    # enter_refund_lane starts the lane on the task queue it runs on.
+    # take_refund_lane starts the lane on the task queue it runs on.
     run.info = dataclasses.replace(run.info, task_queue=queue)
     a, b = f"holder-a-{uuid.uuid4().hex}", f"holder-b-{uuid.uuid4().hex}"
     a_exit = ReleaseLaneInput(lane_id=lane_id, exit=LaneExit(workflow_id=a, refund_ids=("R-A",)))
@@ -85,14 +85,20 @@ async def test_a_lane_minds_no_repeated_entry_or_release(dev_env: WorkflowEnviro
         try:
             for holder in (a, b):
                 await dev_env.client.start_workflow(Holder.run, id=holder, task_queue=queue)
-            await run.run(lanes.enter, EnterLaneInput(lane_id=lane_id, workflow_id=a))
+            # No lane runs for the scope: A takes it at once, with no signal.
+            grant = await run.run(lanes.take, EnterLaneInput(lane_id=lane_id, workflow_id=a))
+            assert grant == LaneGrant(lane_id=lane_id)
             await lane_until(dev_env, lane_id, lambda s: s.holder == a)
-            # A's entry sent again (its worker died before the marker), then B's.
-            await run.run(lanes.enter, EnterLaneInput(lane_id=lane_id, workflow_id=a))
-            await run.run(lanes.enter, EnterLaneInput(lane_id=lane_id, workflow_id=b))
+            # A's entry sent again (its worker died before the answer was recorded): the
+            # lane, which holds it already, says so; A is neither queued nor admitted again.
+            again = await run.run(lanes.take, EnterLaneInput(lane_id=lane_id, workflow_id=a))
+            assert again is not None
+            # B finds the lane held: it queues and waits for the lane's signal.
+            assert await run.run(lanes.take, EnterLaneInput(lane_id=lane_id, workflow_id=b)) is None
             status = await lane_until(dev_env, lane_id, lambda s: s.queue == [b])
             assert status.holder == a
-            assert await admissions(a) == 1
+            assert await admissions(a) == 0
+            assert await admissions(b) == 0
 
             assert await run.run(lanes.release, a_exit) is True
             await lane_until(dev_env, lane_id, lambda s: s.holder == b)
@@ -101,8 +107,12 @@ async def test_a_lane_minds_no_repeated_entry_or_release(dev_env: WorkflowEnviro
             status = await lane_until(dev_env, lane_id, lambda s: s.claimed_refund_ids == ["R-A"])
             assert status.holder == b
             assert status.queue == []
-            assert await admissions(a) == 1
             assert await admissions(b) == 1
+            # B entering again while it holds the lane is told so, with A's claim.
+            again = await run.run(lanes.take, EnterLaneInput(lane_id=lane_id, workflow_id=b))
+            assert again is not None
+            assert [c.refund_id for c in again.claims] == ["R-A"]
+            assert await admissions(a) == 0
         finally:
             for workflow_id in (lane_id, a, b):
                 with contextlib.suppress(RPCError):

@@ -175,7 +175,7 @@ async def test_a_mews_refund_without_a_budget_validates_locally_and_still_batche
     ]
     assert local_activity_types(history)[:3] == [
         "route_refund",
-        "enter_refund_lane",
+        "take_refund_lane",
         "validate_refund",
     ]
     # Its status reads are the batch's (the stand-in's registration), none of its own.

@@ -267,11 +267,9 @@ async def test_a_siblings_claimed_refund_is_never_adopted(env: WorkflowEnvironme
     queue = f"q-{uuid.uuid4().hex}"
     claims = (LaneClaim(refund_id="A", payment_id="other-payment", amount_minor=5000),)
 
-    @activity.defn(name="enter_refund_lane")
-    async def enter(params: EnterLaneInput) -> None:
-        await env.client.get_workflow_handle_for(RefundWorkflow.run, params.workflow_id).signal(
-            RefundWorkflow.admitted, LaneGrant(lane_id=params.lane_id, claims=claims)
-        )
+    @activity.defn(name="take_refund_lane")
+    async def take(params: EnterLaneInput) -> LaneGrant:
+        return LaneGrant(lane_id=params.lane_id, claims=claims)
 
     @activity.defn(name="refund_is_open")
     async def is_open(params: WorkflowRef) -> bool:
@@ -281,7 +279,7 @@ async def test_a_siblings_claimed_refund_is_never_adopted(env: WorkflowEnvironme
         env.client,
         task_queue=queue,
         workflows=[RefundWorkflow],
-        activities=[*fake.all, enter, release_lane, is_open],
+        activities=[*fake.all, take, release_lane, is_open],
     ):
         request = mews_request(5000)
         handle = await env.client.start_workflow(
@@ -604,11 +602,9 @@ async def test_validation_is_told_only_this_payments_succeeded_sibling_refunds(
         ),
     )
 
-    @activity.defn(name="enter_refund_lane")
-    async def enter(params: EnterLaneInput) -> None:
-        await env.client.get_workflow_handle_for(RefundWorkflow.run, params.workflow_id).signal(
-            RefundWorkflow.admitted, LaneGrant(lane_id=params.lane_id, claims=claims)
-        )
+    @activity.defn(name="take_refund_lane")
+    async def take(params: EnterLaneInput) -> LaneGrant:
+        return LaneGrant(lane_id=params.lane_id, claims=claims)
 
     @activity.defn(name="refund_is_open")
     async def is_open(params: WorkflowRef) -> bool:
@@ -626,7 +622,7 @@ async def test_validation_is_told_only_this_payments_succeeded_sibling_refunds(
             fake.poll_status,
             fake.cancel,
             fake.find_submitted,
-            enter,
+            take,
             release_lane,
             is_open,
         ],

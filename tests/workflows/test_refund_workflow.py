@@ -134,6 +134,11 @@ class InstantLane:
             RefundWorkflow.admitted, LaneGrant(lane_id=params.lane_id)
         )
 
+    @activity.defn(name="take_refund_lane")
+    async def take(self, params: EnterLaneInput) -> LaneGrant:
+        self.workflow_ids.add(params.workflow_id)
+        return LaneGrant(lane_id=params.lane_id)
+
     @activity.defn(name="release_refund_lane")
     async def release(self, params: ReleaseLaneInput) -> bool:
         self.released.append(params)
@@ -145,7 +150,7 @@ class InstantLane:
 
     @property
     def all(self) -> list[Callable[..., Any]]:
-        return [self.enter, self.release, self.is_open]
+        return [self.enter, self.take, self.release, self.is_open]
 
 
 def activity_name(fn: Callable[..., Any]) -> str | None:
