@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
@@ -14,6 +15,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.models import EnterLaneInput, WorkflowRef
 from workflows.models import LaneEntry, LaneGrant, LaneInput, ReleaseLaneInput
 from workflows.names import signal_name
+
+# How long `take` waits for a running lane's answer before this attempt fails.
+LANE_QUERY_TIMEOUT = timedelta(seconds=10)
 
 
 class LaneActivities:
@@ -64,7 +68,10 @@ class LaneActivities:
             pass
         handle = self._client.get_workflow_handle_for(RefundLaneWorkflow.run, params.lane_id)
         try:
-            held = await handle.query(RefundLaneWorkflow.lane)
+            # Bounded: a lane's query needs a workflow task slot of a worker, which refunds
+            # waiting here hold; a query that does not come back soon fails this attempt,
+            # freeing the slot, and the local activity's retry asks again.
+            held = await handle.query(RefundLaneWorkflow.lane, rpc_timeout=LANE_QUERY_TIMEOUT)
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
