@@ -634,7 +634,7 @@ class RefundWorkflow:
             claims=tuple(claims) if self._v2 else (),
         )
         if self._local_lane:
-            released = await workflow.execute_local_activity_method(
+            released: bool = await workflow.execute_local_activity_method(
                 LaneActivities.release,
                 ReleaseLaneInput(lane_id=lane, exit=exit_),
                 start_to_close_timeout=self._call_timeout,

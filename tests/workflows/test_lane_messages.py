@@ -84,7 +84,11 @@ async def test_a_lane_minds_no_repeated_entry_or_release(dev_env: WorkflowEnviro
     ):
         try:
             for holder in (a, b):
-                await dev_env.client.start_workflow(Holder.run, id=holder, task_queue=queue)
+                # By name: passing Holder.run (a run without an argument) here made a fresh
+                # mypy run mistype every other workflow's run method in the project.
+                await dev_env.client.start_workflow(
+                    "LaneHolderStandIn", id=holder, task_queue=queue
+                )
             # No lane runs for the scope: A takes it at once, with no signal.
             grant = await run.run(lanes.take, EnterLaneInput(lane_id=lane_id, workflow_id=a))
             assert grant == LaneGrant(lane_id=lane_id)
