@@ -540,9 +540,7 @@ class RefundWorkflow:
                 summary="find the profile's budget queue",
             )
         except FailureError as err:
-            # A local activity's failure comes unwrapped when replayed from its marker (an
-            # ApplicationError, a TimeoutError): caught in every form, as when it ran.
-            cause = err.cause if isinstance(err, ActivityError) else err
+            cause = _local_failure(err)
             if before_submit and isinstance(cause, ApplicationError) and cause.non_retryable:
                 self._finish(RefundState.REJECTED, cause.message)
                 return False
@@ -1235,8 +1233,8 @@ class RefundWorkflow:
         other than an answer (an error, a refusal, a timeout), the ordinary activity then
         decides: a refusal at once, anything else after the wait the provider asked for
         (Retry-After) or the retry policy's first interval, so that a failing provider is not
-        called twice at once. ``counted``:
-        a failed local try counts in the status's ``attempts`` (the payment check's tries)."""
+        called twice at once. ``counted``: a failed local try counts in the status's
+        ``attempts`` (the payment check's tries)."""
         if not self._local_reads:
             return await self._provider_call(activity, arg, summary)
         try:
@@ -1248,10 +1246,7 @@ class RefundWorkflow:
                 summary=summary,
             )
         except FailureError as err:
-            # A local activity's failure comes wrapped in an ActivityError while it runs, but
-            # as recorded in its marker (unwrapped: an ApplicationError, a TimeoutError, ...)
-            # when the history is replayed, so every failure is caught here, either way.
-            cause = err.cause if isinstance(err, ActivityError) else err
+            cause = _local_failure(err)
             if counted:
                 self._status.attempts += 1
             if not (isinstance(cause, ApplicationError) and cause.non_retryable):
@@ -1632,6 +1627,14 @@ class RefundWorkflow:
         # The run never ends with an update still running (its caller would get no answer).
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._status.model_copy()
+
+
+def _local_failure(err: FailureError) -> BaseException | None:
+    """What a local activity failed with. It comes wrapped in an ActivityError while the
+    local activity runs, but as recorded in its marker (unwrapped: an ApplicationError, a
+    TimeoutError, ...) when the history is replayed; callers catch FailureError, so that
+    both forms take the same path."""
+    return err.cause if isinstance(err, ActivityError) else err
 
 
 def _invariant_broken(what: str) -> ApplicationError:
