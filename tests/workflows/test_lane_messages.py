@@ -10,7 +10,6 @@ only count their admissions.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import uuid
@@ -26,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.lane_activities import LaneActivities
     from activities.models import EnterLaneInput
+    from tests.workflows.test_refund_workflow import query_until
     from workflows.models import LaneExit, LaneGrant, LaneStatus, ReleaseLaneInput
     from workflows.payment_lane import RefundLaneWorkflow
 
@@ -54,13 +54,7 @@ async def lane_until(
     env: WorkflowEnvironment, lane_id: str, ok: Callable[[LaneStatus], bool]
 ) -> LaneStatus:
     handle = env.client.get_workflow_handle_for(RefundLaneWorkflow.run, lane_id)
-    status = None
-    for _ in range(200):
-        status = await handle.query(RefundLaneWorkflow.lane)
-        if ok(status):
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"lane never got there; last {status}")
+    return await query_until(handle, RefundLaneWorkflow.lane, ok, tries=200)
 
 
 async def test_a_lane_minds_no_repeated_entry_or_release(dev_env: WorkflowEnvironment) -> None:

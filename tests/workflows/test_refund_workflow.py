@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from temporalio import activity
@@ -48,6 +48,8 @@ from workflows.status_batch import RefundStatusBatchWorkflow, status_batch_id
 
 PENDING = ProviderRefundStatus.PENDING
 SUCCEEDED = ProviderRefundStatus.SUCCEEDED
+W = TypeVar("W")
+T = TypeVar("T")
 
 
 def _paynow_payment_id() -> str:
@@ -201,15 +203,28 @@ async def harness(env: WorkflowEnvironment, fake: FakeProvider) -> AsyncIterator
         yield Harness(env, fake, queue)
 
 
+async def query_until(
+    handle: WorkflowHandle[Any, Any],
+    query: Callable[[W], T],
+    ok: Callable[[T], bool],
+    *,
+    tries: int = 600,
+) -> T:
+    """Ask a workflow ``query`` every 50 ms until its answer is ``ok``; fails the test with
+    the last answer after ``tries``."""
+    answer = None
+    for _ in range(tries):
+        answer = await handle.query(query)
+        if ok(answer):
+            return answer
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not reached; last answer {answer}")
+
+
 async def wait_for(
     handle: WorkflowHandle[Any, RefundStatus], ok: Callable[[RefundStatus], bool]
 ) -> RefundStatus:
-    for _ in range(600):
-        status = await handle.query(RefundWorkflow.status)
-        if ok(status):
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not reached; last status {status}")
+    return await query_until(handle, RefundWorkflow.status, ok)
 
 
 async def test_happy_path_pending_then_succeeded(env: WorkflowEnvironment) -> None:
