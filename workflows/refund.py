@@ -271,6 +271,9 @@ class RefundWorkflow:
         self._event_starts: list[asyncio.Task[None]] = []
         self._resolving = False
         self._decision: _Decision | None = None
+        # The state this run last logged: a state is logged once when entered (and once at
+        # the run's start), not at every check that finds it unchanged.
+        self._logged_state: RefundState | None = None
         # Batched status reads (MEWS_STATUS_BATCH_PATCH): whether this run's checks are read
         # by the status batch; the provider refund id and budget queue it registered; when a
         # result is due at the latest (the watchdog); results not yet played out; and whether
@@ -1565,6 +1568,9 @@ class RefundWorkflow:
         self._touch()
         if state is not previous and state in EVENT_STATES and self._request.notify_url:
             self._send_event(state, self._request.notify_url)
+        if state is self._logged_state:
+            return
+        self._logged_state = state
         # Not logged while replaying; workflow_id and run_id are added by the SDK.
         workflow.logger.info(
             "refund is %s",

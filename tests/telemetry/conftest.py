@@ -56,11 +56,12 @@ class RefundStack:
     def secrets(self) -> list[str]:
         return [DEFAULT_API_KEY, DEFAULT_SIGNATURE_KEY, *self.signatures]
 
-    async def paynow_request(self) -> RefundRequest:
-        """A request refunding a new payment whose refunds succeed at once."""
+    async def paynow_request(self, scenario: str = SCENARIO) -> RefundRequest:
+        """A request refunding a new payment of the simulator's ``scenario`` (by default,
+        refunds succeed at once)."""
         transport = httpx.ASGITransport(app=self.sim.app)
         async with httpx.AsyncClient(base_url="http://paynow.sim", transport=transport) as http:
-            created = await http.post("_sim/payments", json={"scenario": SCENARIO})
+            created = await http.post("_sim/payments", json={"scenario": scenario})
         assert created.status_code == 201, created.text
         return paynow_request(created.json()["payment_id"])
 

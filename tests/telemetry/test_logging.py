@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from temporalio import activity, workflow
 
+from benchmarks.refund_throughput import shape_of
 from core.models import RefundState
 from telemetry.logging import JsonFormatter, setup_logging
 from tests.telemetry.conftest import refund_stack
@@ -140,3 +141,26 @@ async def test_refund_logs_carry_key_and_workflow_id_and_no_credentials(
     )
     for secret in stack.secrets:
         assert secret not in everything
+
+
+async def test_a_refund_logs_a_state_once_however_many_checks_find_it(
+    temporal_address: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three status checks find the refund pending twice, then done: PENDING is logged when
+    the refund enters it, not again at each check (thousands of pending refunds would
+    otherwise log a line each per round)."""
+    monkeypatch.setattr(workflow.logger, "workflow_info_on_message", False)
+    caplog.set_level(logging.INFO)
+    async with refund_stack(temporal_address) as stack:
+        request = await stack.paynow_request("three_checks")
+        await stack.refunds.start(request)
+        final = await stack.refunds.wait(request.idempotency_key)
+        history = await stack.refunds.handle(request.idempotency_key).fetch_history()
+    assert final.state is RefundState.SUCCEEDED
+    assert shape_of(history).checks == 3
+
+    formatter = JsonFormatter()
+    lines = [json.loads(formatter.format(record)) for record in caplog.records]
+    mine = [line for line in lines if line.get("refund_key") == request.idempotency_key]
+    states = [line["refund_state"] for line in mine if "refund_state" in line]
+    assert states == ["VALIDATING", "SUBMITTING", "PENDING", "SUCCEEDED"]
