@@ -39,6 +39,19 @@ refund's own delay). A refund that no longer exists (the signal fails: external 
 found) is dropped. ``declined``: the batch is full (:data:`MAX_WATCHED`); the refund polls
 on its own.
 
+**Only what changed** (patch :data:`ON_CHANGE_PATCH`). A pending result that is exactly the
+one the refund was told last is not signalled again before its keep-alive read
+(:func:`untold`), so a refund pending for days costs its reads and no workflow task of its
+own each round. A pending result that is told names as its ``next_check_at`` not the next
+read but the keep-alive read (:func:`keep_alive_ms`: the last of its reads within ``quiet_s``,
+an hour, of the next one, at most :data:`QUIET_READS` reads on): the latest the refund hears
+next, so its watchdog waits for that. The refund hears every other result at once: its first
+after each registration, a change (any field of the provider's refund), a final status, not
+found, a failed read. A signal that fails is told again at the next read; what was told is
+carried through continue-as-new. The refund checks its attention deadline at each result it
+hears: so a refund pending past it is flagged at its next keep-alive, within the hour; and
+its watchdog notices a lost batch after the keep-alive read, up to an hour later than before.
+
 **The refund's side (the contract).**
 
 1. *Register* when it starts watching a provider refund of a provider with a batched read
@@ -86,6 +99,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -135,6 +149,14 @@ FAILURE_BACKOFF_MAX_S = 600.0
 # A refund hears nothing this long after its check was due: it registers again. Longer than a
 # read's whole call budget (a failed read is reported only when its budget is spent).
 WATCHDOG_SLACK = CALL_BUDGET + timedelta(minutes=5)
+# A pending result the refund was told already is not signalled again until a keep-alive
+# read, the last of its reads within QUIET (at most QUIET_READS reads) of the next one, whose
+# time the told result names as its next_check_at (before the patch, every round signalled
+# every refund it read: 2,000 pending refunds cost 2,000 signals, their 2,000 workflow tasks
+# and 4,000 of the batch's events a round).
+ON_CHANGE_PATCH = "status-batch-on-change"
+QUIET = timedelta(hours=1)
+QUIET_READS = 100
 
 # The failure type of a signal to an external workflow that does not exist or has ended.
 EXTERNAL_NOT_FOUND = "ExternalWorkflowExecutionNotFound"
@@ -200,7 +222,9 @@ class ProviderStatus(BaseModel):
     final_error: bool = False
     # The checks counted so far, as RefundWorkflow counts them.
     checks: int = 0
-    # When the batch reads it next; None: it is no longer watched.
+    # When the batch reads it next (ON_CHANGE_PATCH, a pending result: its keep-alive read,
+    # the latest the refund hears next; reads before it that find nothing new are not told);
+    # None: it is no longer watched.
     next_check_at: datetime | None = None
 
 
@@ -232,6 +256,10 @@ class CarriedWatches(BaseModel):
     # Epoch milliseconds.
     due_ms: tuple[int, ...] = ()
     failures: tuple[int, ...] = ()
+    # What each refund was told (Watched.told, .keep_alive_ms); empty: nothing (a run before
+    # ON_CHANGE_PATCH carried neither).
+    told: tuple[str | None, ...] = ()
+    keep_alive_ms: tuple[int | None, ...] = ()
 
     @model_validator(mode="after")
     def _rectangular(self) -> Self:
@@ -247,6 +275,8 @@ class CarriedWatches(BaseModel):
         )
         if any(len(column) != rows for column in columns):
             raise ValueError("every column holds one value per watched refund")
+        if any(len(column) not in (0, rows) for column in (self.told, self.keep_alive_ms)):
+            raise ValueError("what was told is carried for every watched refund or for none")
         if any(not 0 <= i < len(self.schedules) for i in self.schedule):
             raise ValueError("a schedule index points at no schedule")
         return self
@@ -269,6 +299,9 @@ class StatusBatchInput(BaseModel):
     idle_s: Annotated[float, Field(gt=0)] = IDLE.total_seconds()
     max_watched: Annotated[int, Field(ge=1)] = MAX_WATCHED
     call_timeout_s: Annotated[float, Field(ge=1, le=600)] = CALL_TIMEOUT.total_seconds()
+    # How long an unchanged pending result may go untold (ON_CHANGE_PATCH); 0: every read is
+    # told, as before the patch.
+    quiet_s: Annotated[float, Field(ge=0, le=86_400)] = QUIET.total_seconds()
 
 
 class StatusBatchStatus(BaseModel):
@@ -331,6 +364,40 @@ def failure_backoff_s(failures: int) -> float:
     return min(doubled, FAILURE_BACKOFF_MAX_S)
 
 
+def fingerprint(refund: ProviderRefund) -> str:
+    """A short digest of everything a provider refund says (what the batch compares)."""
+    return hashlib.sha256(refund.model_dump_json().encode()).hexdigest()[:16]
+
+
+def untold(entry: Watched, refund: ProviderRefund | None, read_due_ms: int) -> bool:
+    """Whether a result (``refund``; None: not found) of ``entry``'s read that was due at
+    ``read_due_ms`` may go untold (patch ON_CHANGE_PATCH): it is pending, exactly what the
+    refund was told last, and the read comes before the keep-alive read that told result
+    named."""
+    return (
+        refund is not None
+        and refund.status is ProviderRefundStatus.PENDING
+        and entry.keep_alive_ms is not None
+        and read_due_ms < entry.keep_alive_ms
+        and fingerprint(refund) == entry.told
+    )
+
+
+def keep_alive_ms(entry: Watched, quiet_ms: int) -> int:
+    """The keep-alive read of a refund told a pending result now (``entry`` recorded: its
+    ``due_ms`` is the next read): the last of its reads, as its schedule goes when rounds
+    start on time, due within ``quiet_ms`` of the next one and at most :data:`QUIET_READS`
+    after it. The refund hears again then at the latest (a change: at once)."""
+    at, checks = entry.due_ms, entry.checks
+    for _ in range(QUIET_READS):
+        checks += 1
+        following = next_due_ms(at, at, entry.schedule.delay_s(checks))
+        if following > entry.due_ms + quiet_ms:
+            break
+        at = following
+    return at
+
+
 def expected_by(next_check_at: datetime) -> datetime:
     """The refund's watchdog: no result by then, it registers again."""
     return next_check_at + WATCHDOG_SLACK
@@ -387,6 +454,11 @@ class Watched:
     failures: int = 0
     # Bumped by each `watch`: a round's result for an older registration must not undo it.
     generation: int = field(default=0, compare=False)
+    # The pending refund last told (its :func:`fingerprint`) and the keep-alive read that
+    # result named (ON_CHANGE_PATCH); None: tell the next result whatever it is (never told,
+    # told something else, a signal that failed, or the refund asked again).
+    told: str | None = None
+    keep_alive_ms: int | None = None
 
     def target(self) -> StatusTarget:
         return StatusTarget(
@@ -453,6 +525,8 @@ class WatchRegistry:
         entry.enterprise_id = request.enterprise_id
         entry.schedule = schedule
         entry.generation += 1
+        # The refund asked (its watchdog, a new run, check_now): its next result is told.
+        entry.keep_alive_ms = None
         entry.checks = checks
         if same_refund:
             # A refresh (the refund's watchdog, a new run, check_now): never later.
@@ -527,6 +601,8 @@ class WatchRegistry:
             checks=tuple(e.checks for e in rows),
             due_ms=tuple(e.due_ms for e in rows),
             failures=tuple(e.failures for e in rows),
+            told=tuple(e.told for e in rows),
+            keep_alive_ms=tuple(e.keep_alive_ms for e in rows),
         )
 
     @classmethod
@@ -561,6 +637,12 @@ class WatchRegistry:
                 due_ms=due,
                 failures=failures,
             )
+        if carried.told:
+            for workflow_id, told, keep_alive in zip(
+                carried.workflow_ids, carried.told, carried.keep_alive_ms, strict=True
+            ):
+                entry = registry.entries[workflow_id]
+                entry.told, entry.keep_alive_ms = told, keep_alive
         return registry
 
 
@@ -604,6 +686,8 @@ class RefundStatusBatchWorkflow:
         self._params = params
         self._registry = WatchRegistry.from_carried(params.carried, params.max_watched)
         self._rounds = params.rounds
+        # Whether an unchanged pending result goes untold (ON_CHANGE_PATCH; set by run()).
+        self._on_change = False
         self._reads = params.reads
         self._last_error: str | None = None
         self._declined: list[WatchRefund] = []
@@ -651,6 +735,8 @@ class RefundStatusBatchWorkflow:
 
     @workflow.run
     async def run(self, params: StatusBatchInput) -> None:
+        # Asked in the run's first activation (a run before the patch tells every read).
+        self._on_change = workflow.patched(ON_CHANGE_PATCH)
         while True:
             await self._send_declines()
             if self._should_continue_as_new():
@@ -773,6 +859,19 @@ class RefundStatusBatchWorkflow:
         )
         if entry is None:
             return None
+        next_check_ms = entry.due_ms
+        if self._on_change:
+            if untold(entry, refund, ticket.due_ms):
+                return None
+            # Told now: a pending result is told again at its keep-alive read, which it names
+            # as the next check (the latest the refund hears next), or at once if it changes.
+            if refund is not None and not final:
+                entry.told = fingerprint(refund)
+                entry.keep_alive_ms = next_check_ms = keep_alive_ms(
+                    entry, _ms(self._params.quiet_s)
+                )
+            else:
+                entry.told = entry.keep_alive_ms = None
         status = ProviderStatus(
             refund_id=ticket.refund_id,
             outcome=outcome,
@@ -780,7 +879,7 @@ class RefundStatusBatchWorkflow:
             message=message,
             final_error=final_error,
             checks=entry.checks,
-            next_check_at=None if final else _from_ms(entry.due_ms),
+            next_check_at=None if final else _from_ms(next_check_ms),
         )
         return _Delivery(ticket, status, done=final)
 
@@ -792,6 +891,10 @@ class RefundStatusBatchWorkflow:
                 *(self._signal(d.ticket.workflow_id, d.status) for d in wave)
             )
             for delivery, outcome in zip(wave, sent, strict=True):
+                entry = self._registry.current(delivery.ticket)
+                if outcome is _Signal.FAILED and entry is not None:
+                    # Not heard: tell it again at its next read.
+                    entry.keep_alive_ms = None
                 gone = outcome is _Signal.GONE
                 if (gone or (delivery.done and outcome is _Signal.SENT)) and (
                     self._registry.current(delivery.ticket) is not None

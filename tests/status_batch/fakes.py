@@ -127,6 +127,9 @@ class ContractInput(BaseModel):
     idle_s: float = 600.0
     # The watchdog's slack; None: WATCHDOG_SLACK (tests on real time shorten it).
     watchdog_slack_s: float | None = None
+    # The batch's quiet time (StatusBatchInput.quiet_s) when this refund starts it; None: its
+    # default, an hour (tests on real time shorten it: a lost batch is noticed after it).
+    quiet_s: float | None = None
 
 
 class ContractResult(BaseModel):
@@ -172,7 +175,11 @@ class ContractRefund:
             with contextlib.suppress(WorkflowAlreadyStartedError):
                 await workflow.start_child_workflow(
                     RefundStatusBatchWorkflow.run,
-                    StatusBatchInput(task_queue=params.budget_queue, idle_s=params.idle_s),
+                    StatusBatchInput(
+                        task_queue=params.budget_queue,
+                        idle_s=params.idle_s,
+                        **({} if params.quiet_s is None else {"quiet_s": params.quiet_s}),
+                    ),
                     id=batch_id,
                     task_queue=workflow.info().task_queue,
                     parent_close_policy=ParentClosePolicy.ABANDON,

@@ -8,6 +8,7 @@ registry merges registrations, survives continue-as-new, and stays compact.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 from collections import Counter
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from core.models import ProviderName, RefundOptions
+from core.models import ProviderName, ProviderRefund, ProviderRefundStatus, RefundOptions
 from workflows.refund import RefundWorkflow
 from workflows.status_batch import (
     MAX_WATCHED,
@@ -30,12 +31,15 @@ from workflows.status_batch import (
     WatchRegistry,
     align_up_ms,
     failure_backoff_s,
+    fingerprint,
     first_due_ms,
+    keep_alive_ms,
     next_due_ms,
     poll_delay_s,
     read_groups,
     registered_due_at,
     status_batch_id,
+    untold,
 )
 
 S = 1000  # ms
@@ -315,19 +319,75 @@ def test_the_registry_survives_continue_as_new_compactly() -> None:
     registry.record(
         ticket(registry.entries["refund:key-00007"]), counted=False, failed=True, now_ms=now
     )
+    # Every refund told a pending result (patch status-batch-on-change): the largest carry.
+    for entry in registry.entries.values():
+        entry.told = fingerprint(pending(entry.refund_id))
+        entry.keep_alive_ms = entry.due_ms
     carried = registry.carry()
     assert len(carried.schedules) == 4
     payload = pydantic_data_converter.payload_converter.to_payloads(
         [StatusBatchInput(task_queue="refunds.budget.mews.default", carried=carried)]
     )[0]
     size = len(payload.data)
-    # Well below the 2 MB payload limit even when full; about 180 bytes a refund.
-    assert size < 1_100_000, size
-    assert size / MAX_WATCHED < 220
+    # Well below the 2 MB payload limit even when full; about 220 bytes a refund.
+    assert size < 1_300_000, size
+    assert size / MAX_WATCHED < 260
     decoded = pydantic_data_converter.payload_converter.from_payloads([payload], [StatusBatchInput])
     back = WatchRegistry.from_carried(decoded[0].carried, MAX_WATCHED)
     assert back.entries == registry.entries
     assert [e.workflow_id for e in back.entries.values()] == list(registry.entries)
+
+
+def pending(refund_id: str, raw_status: str = "Pending") -> ProviderRefund:
+    return ProviderRefund(
+        refund_id=refund_id,
+        status=ProviderRefundStatus.PENDING,
+        raw_status=raw_status,
+        amount_minor=500,
+        currency="EUR",
+    )
+
+
+def test_an_unchanged_pending_result_goes_untold_until_its_keep_alive_read() -> None:
+    """Patch status-batch-on-change: a read goes untold only when it finds the pending refund
+    the refund was told last and comes before the keep-alive read that result named; the
+    keep-alive read is the last within the quiet time of the next read."""
+    registry = WatchRegistry()
+    registry.watch(watch(1, poll_initial_s=300.0), 0)
+    entry = registry.entries["refund:key-00001"]
+    answer = pending(entry.refund_id)
+    hour = 3600 * S
+    assert not untold(entry, answer, entry.due_ms)  # never told
+    # Told at a read: its next read is entry.due_ms, every five minutes from there.
+    keep = keep_alive_ms(entry, hour)
+    assert keep == entry.due_ms + hour
+    entry.told, entry.keep_alive_ms = fingerprint(answer), keep
+    assert untold(entry, answer, entry.due_ms)
+    assert untold(entry, answer, keep - 300 * S)
+    assert not untold(entry, answer, keep)  # the keep-alive read
+    assert not untold(entry, pending(entry.refund_id, "Processing"), entry.due_ms)  # a change
+    assert not untold(entry, None, entry.due_ms)  # not found
+    final = answer.model_copy(update={"status": ProviderRefundStatus.SUCCEEDED})
+    assert not untold(dataclasses.replace(entry, told=fingerprint(final)), final, entry.due_ms)
+    # No quiet time: the next read is the keep-alive (every read told, as before the patch).
+    assert keep_alive_ms(entry, 0) == entry.due_ms
+    # A doubling delay (5 s, 10 s, 20 s, 40 s on the grid): a later read, within the minute.
+    young = dataclasses.replace(
+        entry, schedule=dataclasses.replace(entry.schedule, poll_initial_s=5.0), checks=0
+    )
+    assert young.due_ms < keep_alive_ms(young, 60 * S) <= young.due_ms + 60 * S
+    # Carried through continue-as-new.
+    back = WatchRegistry.from_carried(registry.carry(), MAX_WATCHED).entries[entry.workflow_id]
+    assert (back.told, back.keep_alive_ms) == (entry.told, keep)
+    # The refund registers again (its watchdog, check_now, a new run): told at the next read.
+    registry.watch(watch(1, poll_initial_s=300.0), 1000)
+    assert not untold(entry, answer, entry.due_ms)
+    # A carry from before the patch has no told columns: nothing was told.
+    old = registry.carry().model_copy(update={"told": (), "keep_alive_ms": ()})
+    back = WatchRegistry.from_carried(old, MAX_WATCHED).entries[entry.workflow_id]
+    assert (back.told, back.keep_alive_ms) == (None, None)
+    with pytest.raises(ValueError, match="for every watched refund or for none"):
+        CarriedWatches.model_validate({**registry.carry().model_dump(), "told": ("x", "y")})
 
 
 def test_carried_columns_must_line_up() -> None:

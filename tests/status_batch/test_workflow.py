@@ -31,7 +31,10 @@ from tests.status_batch.fakes import (
     Read,
     refund,
 )
+from tests.workflows.test_cost_patch import patch_markers
 from workflows.status_batch import (
+    CATCH_UP_PATCH,
+    ON_CHANGE_PATCH,
     RefundStatusBatchWorkflow,
     StatusBatchInput,
     StatusOutcome,
@@ -160,6 +163,9 @@ async def test_2500_refunds_are_read_1000_a_call_each_on_its_own_backoff(
             *(watch(n, initial=options[n][0], cap=options[n][1]) for n in range(count)),
             events_per_run=2000,
             idle_s=120,
+            # Every read told, as before patch status-batch-on-change: this test follows each
+            # refund read by read (test_only_a_change_is_told covers the quiet).
+            quiet_s=0,
         )
         heard = [await done(h) for h in refunds]
         await done(batch)
@@ -330,9 +336,62 @@ async def test_a_late_round_reads_every_refund_due_by_its_start(env: WorkflowEnv
     assert succeeded[0].at - fake.reads[0].at >= timedelta(seconds=6), fake.reads
     assert set(ids[1:4]) <= set(succeeded[1].ids), [r.ids for r in fake.reads]
     assert len(succeeded) <= 3, [r.ids for r in fake.reads]
-    # The patch's one marker: the batch records nothing else.
+    # The patches' markers: the batch records nothing else.
     markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
-    assert len(markers) == 1
+    assert patch_markers(history) == [ON_CHANGE_PATCH, CATCH_UP_PATCH]
+    assert len(markers) == 2
+
+
+async def test_only_a_change_is_told(env: WorkflowEnvironment) -> None:
+    """Patch status-batch-on-change: two refunds read every five minutes for over an hour. A
+    pending result the refund was told already is not told again before the keep-alive read
+    it named as its next check (the last read within an hour of the next one); a change
+    (another raw status, still pending) and the final status are told at once."""
+
+    def script(refund_id: str, n: int) -> ProviderRefund:
+        if refund_id == "r-00000":
+            return refund(refund_id, SUCCEEDED if n >= 16 else PENDING)
+        if n == 3:
+            return ProviderRefund(
+                refund_id=refund_id, status=PENDING, raw_status="Processing", amount_minor=500
+            )
+        return refund(refund_id, SUCCEEDED if n >= 5 else PENDING)
+
+    fake = FakeReads(script)
+    async with stack(env, fake) as s:
+        refunds = [await s.listen(f"refund:bulk-{n:05d}", 20) for n in range(2)]
+        batch = await s.start_batch(
+            *(watch(n, initial=300.0, cap=300.0) for n in range(2)), idle_s=60
+        )
+        heard = [await done(h) for h in refunds]
+        await done(batch)
+
+    times = read_times(fake.reads)
+    assert [len(times[f"r-{n:05d}"]) for n in range(2)] == [16, 5]
+    long, changing = ([h.status for h in results] for results in heard)
+    # Told at its first read, at the keep-alive (read 14, an hour after read 2, the next
+    # read then), and at the final read.
+    assert [st.checks for st in long] == [1, 14, 16]
+    assert [st.refund.status if st.refund else None for st in long] == [
+        PENDING,
+        PENDING,
+        SUCCEEDED,
+    ]
+    # Each told pending result named its keep-alive read as the next check: read 14, then
+    # read 27, an hour after read 15 (the reads ran within a round's window of them).
+    assert long[0].next_check_at is not None
+    assert long[1].next_check_at is not None
+    assert abs(times["r-00000"][13] - long[0].next_check_at) < timedelta(seconds=1)
+    assert long[1].next_check_at - long[0].next_check_at == timedelta(minutes=65)
+    # Told at its first read, at the change (read 3: Processing), at the change back (read 4:
+    # Pending again) and at the final read.
+    assert [st.checks for st in changing] == [1, 3, 4, 5]
+    assert [st.refund.raw_status if st.refund else None for st in changing] == [
+        "Pending",
+        "Processing",
+        "Pending",
+        "Charged",
+    ]
 
 
 async def test_a_full_batch_declines_and_unwatched_refunds_are_read_no_more(
@@ -355,7 +414,8 @@ async def test_a_full_batch_declines_and_unwatched_refunds_are_read_no_more(
         results = [await done(refunds[0])]
         await refunds[1].terminate("test over")
         await done(batch)
-    assert [h.status.checks for h in results[0]] == [1, 2, 3]
+    # Read three times; the second read found it pending, as the first had told it: untold.
+    assert [h.status.checks for h in results[0]] == [1, 3]
     reads = read_times(fake.reads)
     assert "r-00002" not in reads
     # Read no more once unwatched (the signal came before its first round).
@@ -381,6 +441,8 @@ async def contract_refund(
             budget_queue=s.budget,
             idle_s=2.0,
             watchdog_slack_s=3.0,
+            # Unchanged results are told again after four seconds, not an hour.
+            quiet_s=4.0,
         ),
         id=f"refund:contract-{n:05d}",
         task_queue=s.queue,

@@ -12,7 +12,10 @@ calls on their budget queue), ``v6_`` for Mews status reads through the status b
 budget queue (patch ``mews-status-batch``; ``v6_mews_batched_pending_then_succeeded`` with
 the real RefundStatusBatchWorkflow, on the dev server), ``v7_`` for Paynow reads as local
 activities when no budget counts them (patch ``local-provider-reads``; Mews at its default
-budget, unchanged).
+budget, unchanged), ``v8_`` for Mews lane messages as local activities (patch
+``local-lane-messages``) and the status batch workflow itself
+(``v8_status_batch_pending_then_succeeded``, recorded from the code before ``v9_``), ``v9_``
+for the status batch telling a refund only what changed (patch ``status-batch-on-change``).
 ``python -m tests.workflows.test_replay
 PREFIX`` records the scenarios of today's code under a new prefix (never over old files).
 """
@@ -51,6 +54,7 @@ from workflows.models import CancelRequest, RefundWorkflowInput, lane_id_for
 from workflows.names import signal_name
 from workflows.payment_lane import RefundLaneWorkflow
 from workflows.refund import EVENT_WORKFLOW_PREFIX, RefundWorkflow
+from workflows.status_batch import RefundStatusBatchWorkflow, status_batch_id
 
 HISTORIES = Path(__file__).parent / "histories"
 PENDING, SUCCEEDED = ProviderRefundStatus.PENDING, ProviderRefundStatus.SUCCEEDED
@@ -147,7 +151,12 @@ async def _record(env: WorkflowEnvironment) -> dict[str, WorkflowHistory]:
 
 def _replayer() -> Replayer:
     return Replayer(
-        workflows=[RefundWorkflow, RefundLaneWorkflow, RefundEventWorkflow],
+        workflows=[
+            RefundWorkflow,
+            RefundLaneWorkflow,
+            RefundEventWorkflow,
+            RefundStatusBatchWorkflow,
+        ],
         data_converter=pydantic_data_converter,
     )
 
@@ -233,12 +242,26 @@ async def _record_mews_batched(env: WorkflowEnvironment) -> WorkflowHistory:
     return history
 
 
-async def _run_to_the_end(
-    env: WorkflowEnvironment, fake: FakeProvider, request: RefundRequest
-) -> tuple[RefundStatus, WorkflowHistory]:
-    """One refund on its own task queue with status checks 1 s (then 2 s) apart: its final
-    status and its history."""
+async def _record_status_batch(env: WorkflowEnvironment) -> WorkflowHistory:
+    """The status batch of a Mews refund pending at two reads, succeeded at the third (as
+    ``_record_mews_batched``): the batch's own history, up to its idle wait (on the dev
+    server)."""
+    fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n < 3 else SUCCEEDED))
     queue = f"replay-{uuid.uuid4().hex}"
+    await _run_to_the_end(env, fake, mews_request(), queue=queue)
+    batch = env.client.get_workflow_handle(status_batch_id(queue))
+    history = await batch.fetch_history()
+    with contextlib.suppress(RPCError):  # ended already (idle)
+        await batch.terminate("recorded")
+    return history
+
+
+async def _run_to_the_end(
+    env: WorkflowEnvironment, fake: FakeProvider, request: RefundRequest, queue: str | None = None
+) -> tuple[RefundStatus, WorkflowHistory]:
+    """One refund on its own task queue (``queue``, or a new one) with status checks 1 s (then
+    2 s) apart: its final status and its history."""
+    queue = queue or f"replay-{uuid.uuid4().hex}"
     async with worker_for(env, queue, fake.all):
         handle = await env.client.start_workflow(
             RefundWorkflow.run,
@@ -280,6 +303,7 @@ async def _write_histories(prefix: str) -> None:
         write("account_lane_two_refunds", await _record_lane(dev))
         write("paynow_succeeded_with_outcome_event", await _record_outcome_event(dev))
         write("mews_batched_pending_then_succeeded", await _record_mews_batched(dev))
+        write("status_batch_pending_then_succeeded", await _record_status_batch(dev))
 
 
 if __name__ == "__main__":
