@@ -26,13 +26,15 @@ starts on time, of the moment it starts when it starts late (patch
 earliest due time, so a batch that fell behind read thin slices of its backlog, one round
 each, and fell further behind: 1,000 pending refunds cost about 40 reads a round).
 
-**Results.** Each refund of a round gets the ``provider_status`` signal
+**Results.** Each refund of a round is told its result by the ``provider_status`` signal
+(with patch :data:`ON_CHANGE_PATCH`, not a pending result it was told already: below)
 (:data:`PROVIDER_STATUS_SIGNAL`, payload :class:`ProviderStatus`): ``found`` with the
 provider's :class:`ProviderRefund`, ``not_found`` (what ``get_refund`` raises as
 ``NotFoundError``), or ``failed`` (the read failed: the activity's error, ``final_error`` when
 it was non-retryable), with ``checks`` counted as :class:`RefundWorkflow` counts them (found,
 not found and final failures count; a spent call budget does not) and ``next_check_at`` (when
-the batch reads it next; ``None``: no longer watched). A ``found`` result whose status is final
+the batch reads it next, for a pending result under the patch its keep-alive read; ``None``:
+no longer watched). A ``found`` result whose status is final
 ends the watch; anything else keeps it: a refund the provider does not show, or whose reads
 fail, is never dropped, and failed reads back off (:func:`failure_backoff_s`, at least the
 refund's own delay). A refund that no longer exists (the signal fails: external workflow not
@@ -44,13 +46,15 @@ one the refund was told last is not signalled again before its keep-alive read
 (:func:`untold`), so a refund pending for days costs its reads and no workflow task of its
 own each round. A pending result that is told names as its ``next_check_at`` not the next
 read but the keep-alive read (:func:`keep_alive_ms`: the last of its reads within ``quiet_s``,
-an hour, of the next one, at most :data:`QUIET_READS` reads on): the latest the refund hears
-next, so its watchdog waits for that. The refund hears every other result at once: its first
-after each registration, a change (any field of the provider's refund), a final status, not
-found, a failed read. A signal that fails is told again at the next read; what was told is
-carried through continue-as-new. The refund checks its attention deadline at each result it
-hears: so a refund pending past it is flagged at its next keep-alive, within the hour; and
-its watchdog notices a lost batch after the keep-alive read, up to an hour later than before.
+an hour, of the next one, at most :data:`QUIET_READS` reads on, as rounds go when on time):
+the refund hears by then (and a read's call budget), so its watchdog waits for that. A read
+after which the next one would come later than that (late rounds) tells. The refund hears
+every other result at once: its first after each registration, a change (in any field
+:func:`fingerprint` lists), a final status, not found, a failed read. A signal that fails is
+told again at the next read; what was told is carried through continue-as-new. The refund
+checks its attention deadline at each result it hears: so a refund pending past it is
+flagged at its next keep-alive, within the hour; and its watchdog notices a lost batch after
+the keep-alive read, up to an hour later than before.
 
 **The refund's side (the contract).**
 
@@ -85,12 +89,14 @@ its watchdog notices a lost batch after the keep-alive read, up to an hour later
    close): signal ``unwatch`` (best effort; a refund gone is dropped at its next result anyway).
 
 Continue-as-new carries the registry in a compact, columnar form (:class:`CarriedWatches`:
-each field name once, then about 120-200 bytes a refund, its ids; at most about 1 MB at
-:data:`MAX_WATCHED`, well below the 2 MB payload limit), after :data:`EVENTS_PER_RUN` events,
-:data:`BYTES_PER_RUN` of history or when the server suggests it, once every handler has
-finished. A round costs two events per refund signalled (about 400 bytes each), three per
-read (about 130 bytes in and 300 bytes out per refund) and a timer: a round of 2,000 refunds
-is about 4,000 events and 1.7 MB, so a run holds two or three such rounds. The workflow ends
+each field name once, then about 120-260 bytes a refund, its ids and what it was told; at
+most about 1.3 MB at :data:`MAX_WATCHED`, below the 2 MB payload limit), after
+:data:`EVENTS_PER_RUN` events, :data:`BYTES_PER_RUN` of history or when the server suggests
+it, once every handler has finished. A round costs two events per refund signalled (about
+400 bytes each), three per read (about 130 bytes in and 300 bytes out per refund) and a
+timer: a round of 2,000 refunds that tells each one (every round before the patch) is about
+4,000 events and 1.7 MB, so a run holds two or three such rounds; a round that tells none is
+its reads' events and a timer. The workflow ends
 after :data:`IDLE` with nobody watched. Everything here is deterministic: the registry
 (:class:`WatchRegistry`) and the schedule are pure functions of the workflow's time.
 """
@@ -146,8 +152,9 @@ CALL_TIMEOUT = timedelta(seconds=60)
 # Failed reads: the next one waits at least this, doubling per failed round, capped.
 FAILURE_BACKOFF_FIRST_S = 10.0
 FAILURE_BACKOFF_MAX_S = 600.0
-# A refund hears nothing this long after its check was due: it registers again. Longer than a
-# read's whole call budget (a failed read is reported only when its budget is spent).
+# A refund hears nothing this long after the next_check_at it was told (a read's due time;
+# under ON_CHANGE_PATCH, for a pending result, its keep-alive read): it registers again.
+# Longer than a read's whole call budget (a failed read is reported only when it is spent).
 WATCHDOG_SLACK = CALL_BUDGET + timedelta(minutes=5)
 # A pending result the refund was told already is not signalled again until a keep-alive
 # read, the last of its reads within QUIET (at most QUIET_READS reads) of the next one, whose
@@ -275,7 +282,7 @@ class CarriedWatches(BaseModel):
         )
         if any(len(column) != rows for column in columns):
             raise ValueError("every column holds one value per watched refund")
-        if any(len(column) not in (0, rows) for column in (self.told, self.keep_alive_ms)):
+        if len(self.told) not in (0, rows) or len(self.keep_alive_ms) != len(self.told):
             raise ValueError("what was told is carried for every watched refund or for none")
         if any(not 0 <= i < len(self.schedules) for i in self.schedule):
             raise ValueError("a schedule index points at no schedule")
@@ -365,20 +372,38 @@ def failure_backoff_s(failures: int) -> float:
 
 
 def fingerprint(refund: ProviderRefund) -> str:
-    """A short digest of everything a provider refund says (what the batch compares)."""
-    return hashlib.sha256(refund.model_dump_json().encode()).hexdigest()[:16]
+    """A short digest of what a provider refund says (what the batch compares). Carried
+    through continue-as-new and compared with one the code of a later run makes, possibly
+    on replay: so it is built from this fixed list of fields in plain formats, never from
+    the model's JSON (a field added later, with its default, would change every digest and
+    with it the signals a replay sends). Changing the list needs a patch."""
+    fields = (
+        refund.refund_id,
+        refund.status.value,
+        refund.raw_status,
+        refund.amount_minor,
+        refund.currency,
+        refund.failure_reason,
+        refund.created_at.isoformat() if refund.created_at else None,
+        refund.payer_amount_minor,
+        refund.voucher_amount_minor,
+        refund.pending_may_last_s,
+    )
+    text = "\x1f".join("" if value is None else str(value) for value in fields)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def untold(entry: Watched, refund: ProviderRefund | None, read_due_ms: int) -> bool:
-    """Whether a result (``refund``; None: not found) of ``entry``'s read that was due at
-    ``read_due_ms`` may go untold (patch ON_CHANGE_PATCH): it is pending, exactly what the
-    refund was told last, and the read comes before the keep-alive read that told result
-    named."""
+def untold(entry: Watched, refund: ProviderRefund | None) -> bool:
+    """Whether a result (``refund``; None: not found) of ``entry``'s read, recorded (its
+    ``due_ms`` is the next read), may go untold (patch ON_CHANGE_PATCH): it is pending,
+    exactly what the refund was told last, and the next read still comes no later than the
+    keep-alive read that told result named. So the read after which the next one would pass
+    the keep-alive read tells, whether rounds ran on time or not: the refund hears by then."""
     return (
         refund is not None
         and refund.status is ProviderRefundStatus.PENDING
         and entry.keep_alive_ms is not None
-        and read_due_ms < entry.keep_alive_ms
+        and entry.due_ms <= entry.keep_alive_ms
         and fingerprint(refund) == entry.told
     )
 
@@ -454,9 +479,9 @@ class Watched:
     failures: int = 0
     # Bumped by each `watch`: a round's result for an older registration must not undo it.
     generation: int = field(default=0, compare=False)
-    # The pending refund last told (its :func:`fingerprint`) and the keep-alive read that
-    # result named (ON_CHANGE_PATCH); None: tell the next result whatever it is (never told,
-    # told something else, a signal that failed, or the refund asked again).
+    # The pending refund last told (its :func:`fingerprint`; None: none) and the keep-alive
+    # read that result named (ON_CHANGE_PATCH); keep_alive_ms None: tell the next result
+    # whatever it is (never told a pending one, a signal that failed, the refund asked again).
     told: str | None = None
     keep_alive_ms: int | None = None
 
@@ -861,7 +886,7 @@ class RefundStatusBatchWorkflow:
             return None
         next_check_ms = entry.due_ms
         if self._on_change:
-            if untold(entry, refund, ticket.due_ms):
+            if untold(entry, refund):
                 return None
             # Told now: a pending result is told again at its keep-alive read, which it names
             # as the next check (the latest the refund hears next), or at once if it changes.

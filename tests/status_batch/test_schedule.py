@@ -350,25 +350,31 @@ def pending(refund_id: str, raw_status: str = "Pending") -> ProviderRefund:
 
 def test_an_unchanged_pending_result_goes_untold_until_its_keep_alive_read() -> None:
     """Patch status-batch-on-change: a read goes untold only when it finds the pending refund
-    the refund was told last and comes before the keep-alive read that result named; the
-    keep-alive read is the last within the quiet time of the next read."""
+    the refund was told last and the next read still comes no later than the keep-alive read
+    that result named; the keep-alive read is the last within the quiet time of the next."""
     registry = WatchRegistry()
     registry.watch(watch(1, poll_initial_s=300.0), 0)
     entry = registry.entries["refund:key-00001"]
     answer = pending(entry.refund_id)
     hour = 3600 * S
-    assert not untold(entry, answer, entry.due_ms)  # never told
+    assert not untold(entry, answer)  # never told
     # Told at a read: its next read is entry.due_ms, every five minutes from there.
     keep = keep_alive_ms(entry, hour)
     assert keep == entry.due_ms + hour
     entry.told, entry.keep_alive_ms = fingerprint(answer), keep
-    assert untold(entry, answer, entry.due_ms)
-    assert untold(entry, answer, keep - 300 * S)
-    assert not untold(entry, answer, keep)  # the keep-alive read
-    assert not untold(entry, pending(entry.refund_id, "Processing"), entry.due_ms)  # a change
-    assert not untold(entry, None, entry.due_ms)  # not found
+    assert untold(entry, answer)
+    next_read = entry.due_ms
+    entry.due_ms = keep  # the read before the keep-alive read: untold
+    assert untold(entry, answer)
+    entry.due_ms = keep + 300 * S  # the keep-alive read (the next one passes it): told
+    assert not untold(entry, answer)
+    entry.due_ms = keep + 1  # a late round moved the next read past it: told
+    assert not untold(entry, answer)
+    entry.due_ms = next_read
+    assert not untold(entry, pending(entry.refund_id, "Processing"))  # a change
+    assert not untold(entry, None)  # not found
     final = answer.model_copy(update={"status": ProviderRefundStatus.SUCCEEDED})
-    assert not untold(dataclasses.replace(entry, told=fingerprint(final)), final, entry.due_ms)
+    assert not untold(dataclasses.replace(entry, told=fingerprint(final)), final)
     # No quiet time: the next read is the keep-alive (every read told, as before the patch).
     assert keep_alive_ms(entry, 0) == entry.due_ms
     # A doubling delay (5 s, 10 s, 20 s, 40 s on the grid): a later read, within the minute.
@@ -381,13 +387,26 @@ def test_an_unchanged_pending_result_goes_untold_until_its_keep_alive_read() -> 
     assert (back.told, back.keep_alive_ms) == (entry.told, keep)
     # The refund registers again (its watchdog, check_now, a new run): told at the next read.
     registry.watch(watch(1, poll_initial_s=300.0), 1000)
-    assert not untold(entry, answer, entry.due_ms)
+    assert not untold(entry, answer)
     # A carry from before the patch has no told columns: nothing was told.
     old = registry.carry().model_copy(update={"told": (), "keep_alive_ms": ()})
     back = WatchRegistry.from_carried(old, MAX_WATCHED).entries[entry.workflow_id]
     assert (back.told, back.keep_alive_ms) == (None, None)
-    with pytest.raises(ValueError, match="for every watched refund or for none"):
-        CarriedWatches.model_validate({**registry.carry().model_dump(), "told": ("x", "y")})
+    for told, keep_alive in ((("x", "y"), (None, None)), (("x",), ())):
+        with pytest.raises(ValueError, match="for every watched refund or for none"):
+            CarriedWatches.model_validate(
+                {**registry.carry().model_dump(), "told": told, "keep_alive_ms": keep_alive}
+            )
+
+
+def test_the_fingerprint_is_of_fixed_fields_not_the_models_json() -> None:
+    """What was told is carried through continue-as-new and compared by later code (also on
+    replay): its digest must not move with the model's JSON, only with what the provider
+    says."""
+    answer = pending("r-1")
+    assert fingerprint(answer) == "025c933c6f8ca9e1"
+    assert fingerprint(answer.model_copy(update={"amount_minor": 400})) != fingerprint(answer)
+    assert fingerprint(answer.model_copy(update={"failure_reason": "x"})) != fingerprint(answer)
 
 
 def test_carried_columns_must_line_up() -> None:
