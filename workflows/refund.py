@@ -180,6 +180,10 @@ LANE_PROVIDERS = frozenset({ProviderName.MEWS})
 # read of its own per check (issue 12, item 3). Asked only when such a refund starts watching:
 # Paynow refunds never record it, and runs recorded before it poll on their own.
 MEWS_STATUS_BATCH_PATCH = "mews-status-batch"
+# Versioning: the same decision, asked in the run's first activation (every run of a Mews
+# refund, after local-lane-messages) instead of where the watch starts, right after a local
+# activity, where its marker did not replay (see run()). Runs before it ask the old one.
+MEWS_BATCH_AT_START_PATCH = "mews-status-batch-at-start"
 BATCHED_PROVIDERS = frozenset({ProviderName.MEWS})
 # Versioning: when the refund's budget queue counts nothing (its group has no budget: Paynow
 # unless REFUNDS_PAYNOW_BUDGET is set), its reads (validate, each status check) are first
@@ -249,6 +253,7 @@ class RefundWorkflow:
         self._local_reads = False
         # The lane is entered and left through local activities (patch local-lane-messages).
         self._local_lane = False
+        self._batch_from_start = False
         self._admitted = False
         self._claims: tuple[LaneClaim, ...] = ()
         # Refunds that may be this one's (ambiguous reconciliation): claimed on release.
@@ -329,6 +334,15 @@ class RefundWorkflow:
             and params.carried is None
             and self._request.provider in LANE_PROVIDERS
             and workflow.patched(LOCAL_LANE_PATCH)
+        )
+        # And batched status reads: asked where the watch starts (MEWS_STATUS_BATCH_PATCH),
+        # after the lane's release or the route (local activities), their marker failed to
+        # replay in the same way (a Mews refund evicted and queried looped on failed workflow
+        # tasks). A run that records this one decides there and never asks the other.
+        self._batch_from_start = (
+            self._v5
+            and self._request.provider in BATCHED_PROVIDERS
+            and workflow.patched(MEWS_BATCH_AT_START_PATCH)
         )
         if self._v5:
             self._v2 = self._lean = True
@@ -914,7 +928,7 @@ class RefundWorkflow:
             and self._v5
             and self._request.provider in BATCHED_PROVIDERS
             and self._queue is not None
-            and workflow.patched(MEWS_STATUS_BATCH_PATCH)
+            and (self._batch_from_start or workflow.patched(MEWS_STATUS_BATCH_PATCH))
         )
         while not self._status.is_final:
             if isinstance(self._decision, _Close):

@@ -25,7 +25,7 @@ from workflows.refund import (
     COST_PATCH,
     LOCAL_LANE_PATCH,
     LOCAL_READS_PATCH,
-    MEWS_STATUS_BATCH_PATCH,
+    MEWS_BATCH_AT_START_PATCH,
 )
 
 
@@ -78,7 +78,7 @@ async def test_a_mews_refund_still_queues_in_its_accounts_lane(env: WorkflowEnvi
     assert state is RefundState.SUCCEEDED
     markers = patch_markers(history)
     # A pending Mews refund watches through the status batch (its own patch).
-    assert markers == [COST_PATCH, LOCAL_READS_PATCH, LOCAL_LANE_PATCH, MEWS_STATUS_BATCH_PATCH]
+    assert markers == [COST_PATCH, LOCAL_READS_PATCH, LOCAL_LANE_PATCH, MEWS_BATCH_AT_START_PATCH]
     # It enters and leaves the lane through local activities (patch local-lane-messages):
     # one marker each, no activity task, no signal the workflow sends and waits on.
     lane_messages = [t for t in local_activity_types(history) if "lane" in t]

@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from activities.models import ValidatedRefund, ValidateInput
+from activities.status_watch import StatusWatchActivities
 from benchmarks.refund_throughput import local_activity_types, shape_of
 from core.models import (
     ProviderRefund,
@@ -33,6 +34,7 @@ from tests.workflows.test_cost_patch import patch_markers, scheduled
 from tests.workflows.test_refund_workflow import (
     Harness,
     InstantLane,
+    activity_name,
     harness,
     mews_request,
     paynow_request,
@@ -42,9 +44,10 @@ from workflows.refund import (
     COST_PATCH,
     LOCAL_LANE_PATCH,
     LOCAL_READS_PATCH,
-    MEWS_STATUS_BATCH_PATCH,
+    MEWS_BATCH_AT_START_PATCH,
     RefundWorkflow,
 )
+from workflows.status_batch import RefundStatusBatchWorkflow, status_batch_id
 
 PENDING, SUCCEEDED = ProviderRefundStatus.PENDING, ProviderRefundStatus.SUCCEEDED
 
@@ -171,7 +174,7 @@ async def test_a_mews_refund_without_a_budget_validates_locally_and_still_batche
         COST_PATCH,
         LOCAL_READS_PATCH,
         LOCAL_LANE_PATCH,
-        MEWS_STATUS_BATCH_PATCH,
+        MEWS_BATCH_AT_START_PATCH,
     ]
     assert local_activity_types(history)[:3] == [
         "route_refund",
@@ -257,3 +260,59 @@ async def test_refunds_with_local_reads_replay_while_evicted_and_queried(
         history = await handle.fetch_history()
         failed = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
         assert not [e for e in history.events if e.event_type == failed]
+
+
+async def test_mews_refunds_replay_while_evicted_and_queried(dev_env: WorkflowEnvironment) -> None:
+    """Eight Mews refunds (lane, status batch) on a worker caching two, their status queried
+    all along. With patch mews-status-batch asked where the watch starts, right after the
+    lane's release (a local activity), replaying them for a query failed (TMPRL1100) and the
+    refunds stalled; patch mews-status-batch-at-start asks it in the run's first activation."""
+    fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n % 3 else SUCCEEDED))
+    queue = f"q-{uuid.uuid4().hex}"
+    lane = InstantLane(dev_env.client)
+    watches = StatusWatchActivities(dev_env.client)
+    stand_in = activity_name(watches.register)
+    acts = [a for a in fake.all if activity_name(a) != stand_in]
+    options = RefundOptions(poll_initial_s=1, poll_max_s=1)
+    async with Worker(
+        dev_env.client,
+        task_queue=queue,
+        workflows=[RefundWorkflow, RefundStatusBatchWorkflow],
+        activities=[*acts, *lane.all, *watches.all],
+        max_cached_workflows=2,
+    ):
+        h = Harness(dev_env, fake, queue)
+        handles = [await h.start(mews_request(), options) for _ in range(8)]
+        done = asyncio.Event()
+
+        nondeterministic: list[str] = []
+
+        async def query_all_along() -> None:
+            while not done.is_set():
+                for handle in handles:
+                    try:
+                        await handle.query(RefundWorkflow.status)
+                    except WorkflowQueryFailedError as err:
+                        if "Nondeterminism" in str(err):
+                            nondeterministic.append(str(err))
+                    except RPCError:
+                        pass
+                await asyncio.sleep(0.05)
+
+        querying = asyncio.create_task(query_all_along())
+        try:
+            finals = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
+        finally:
+            done.set()
+            await querying
+            for wid in [*[x.id for x in handles], *lane.workflow_ids, status_batch_id(queue)]:
+                with contextlib.suppress(RPCError):
+                    await dev_env.client.get_workflow_handle(wid).terminate("test finished")
+    assert [f.state for f in finals] == [RefundState.SUCCEEDED] * 8
+    assert not nondeterministic, nondeterministic[:1]
+    for handle in handles:
+        history = await handle.fetch_history()
+        failed = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+        assert not [e for e in history.events if e.event_type == failed]
+        assert MEWS_BATCH_AT_START_PATCH in patch_markers(history)
+        assert "watch_refund_status" in scheduled(history)

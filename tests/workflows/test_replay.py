@@ -15,7 +15,9 @@ activities when no budget counts them (patch ``local-provider-reads``; Mews at i
 budget, unchanged), ``v8_`` for Mews lane messages as local activities (patch
 ``local-lane-messages``) and the status batch workflow itself
 (``v8_status_batch_pending_then_succeeded``, recorded from the code before ``v9_``), ``v9_``
-for the status batch telling a refund only what changed (patch ``status-batch-on-change``).
+for the status batch telling a refund only what changed (patch ``status-batch-on-change``)
+and for Mews refunds deciding on batched status reads in their first activation (patch
+``mews-status-batch-at-start``).
 ``python -m tests.workflows.test_replay
 PREFIX`` records the scenarios of today's code under a new prefix (never over old files).
 """

@@ -30,7 +30,7 @@ from workflows.refund import (
     COST_PATCH,
     LOCAL_LANE_PATCH,
     LOCAL_READS_PATCH,
-    MEWS_STATUS_BATCH_PATCH,
+    MEWS_BATCH_AT_START_PATCH,
 )
 from workflows.status_batch import ProviderStatus, StatusOutcome
 
@@ -90,7 +90,7 @@ async def test_failed_registrations_fall_back_to_own_status_checks(
         COST_PATCH,
         LOCAL_READS_PATCH,
         LOCAL_LANE_PATCH,
-        MEWS_STATUS_BATCH_PATCH,
+        MEWS_BATCH_AT_START_PATCH,
     ]
     # Each round: a registration that never succeeds, then a read of its own; it tries to
     # register again every round.
@@ -162,7 +162,7 @@ async def test_a_declined_refund_reads_on_its_own_for_the_rest_of_the_run(
         COST_PATCH,
         LOCAL_READS_PATCH,
         LOCAL_LANE_PATCH,
-        MEWS_STATUS_BATCH_PATCH,
+        MEWS_BATCH_AT_START_PATCH,
     ]
     # One registration (declined), then only reads of its own, pending ones included.
     assert after_submit(scheduled(history)) == [

@@ -18,7 +18,7 @@ from workflows.refund import (
     COST_PATCH,
     LOCAL_LANE_PATCH,
     LOCAL_READS_PATCH,
-    MEWS_STATUS_BATCH_PATCH,
+    MEWS_BATCH_AT_START_PATCH,
 )
 
 OPTIONS = RefundOptions(poll_initial_s=60, poll_max_s=240)
@@ -76,7 +76,7 @@ async def test_two_pending_mews_refunds_share_one_read_per_round(
             COST_PATCH,
             LOCAL_READS_PATCH,
             LOCAL_LANE_PATCH,
-            MEWS_STATUS_BATCH_PATCH,
+            MEWS_BATCH_AT_START_PATCH,
         ]
         assert "poll_refund_status" not in scheduled(history)
         assert "watch_refund_status" in scheduled(history)
