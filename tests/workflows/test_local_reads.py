@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
+from typing import Any
 
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHistory, WorkflowQueryFailedError
+from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowQueryFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
@@ -216,6 +218,35 @@ async def test_a_timed_out_local_read_falls_back_and_its_history_replays(
     await replayer.replay_workflow(history)
 
 
+@contextlib.asynccontextmanager
+async def queried_all_along(
+    handles: Sequence[WorkflowHandle[Any, Any]],
+) -> AsyncIterator[list[str]]:
+    """Query each refund's status every 50 ms while the block runs (a small cache makes the
+    worker replay them for it); yields the non-determinism failures the queries met."""
+    failures: list[str] = []
+    done = asyncio.Event()
+
+    async def query() -> None:
+        while not done.is_set():
+            for handle in handles:
+                try:
+                    await handle.query(RefundWorkflow.status)
+                except WorkflowQueryFailedError as err:
+                    if "Nondeterminism" in str(err):
+                        failures.append(str(err))
+                except RPCError:
+                    pass
+            await asyncio.sleep(0.05)
+
+    querying = asyncio.create_task(query())
+    try:
+        yield failures
+    finally:
+        done.set()
+        await querying
+
+
 async def test_refunds_with_local_reads_replay_while_evicted_and_queried(
     dev_env: WorkflowEnvironment,
 ) -> None:
@@ -237,25 +268,15 @@ async def test_refunds_with_local_reads_replay_while_evicted_and_queried(
     ):
         h = Harness(dev_env, fake, queue)
         handles = [await h.start(paynow_request(), options) for _ in range(10)]
-        done = asyncio.Event()
-
-        async def query_all_along() -> None:
-            while not done.is_set():
-                for handle in handles:
-                    with contextlib.suppress(RPCError, WorkflowQueryFailedError):
-                        await handle.query(RefundWorkflow.status)
-                await asyncio.sleep(0.05)
-
-        querying = asyncio.create_task(query_all_along())
         try:
-            finals = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 90)
+            async with queried_all_along(handles) as nondeterministic:
+                finals = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 90)
         finally:
-            done.set()
-            await querying
             for handle in handles:
                 with contextlib.suppress(RPCError):
                     await handle.terminate("test finished")
     assert [f.state for f in finals] == [RefundState.SUCCEEDED] * 10
+    assert not nondeterministic, nondeterministic[:1]
     for handle in handles:
         history = await handle.fetch_history()
         failed = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
@@ -283,28 +304,10 @@ async def test_mews_refunds_replay_while_evicted_and_queried(dev_env: WorkflowEn
     ):
         h = Harness(dev_env, fake, queue)
         handles = [await h.start(mews_request(), options) for _ in range(8)]
-        done = asyncio.Event()
-
-        nondeterministic: list[str] = []
-
-        async def query_all_along() -> None:
-            while not done.is_set():
-                for handle in handles:
-                    try:
-                        await handle.query(RefundWorkflow.status)
-                    except WorkflowQueryFailedError as err:
-                        if "Nondeterminism" in str(err):
-                            nondeterministic.append(str(err))
-                    except RPCError:
-                        pass
-                await asyncio.sleep(0.05)
-
-        querying = asyncio.create_task(query_all_along())
         try:
-            finals = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
+            async with queried_all_along(handles) as nondeterministic:
+                finals = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
         finally:
-            done.set()
-            await querying
             for wid in [*[x.id for x in handles], *lane.workflow_ids, status_batch_id(queue)]:
                 with contextlib.suppress(RPCError):
                     await dev_env.client.get_workflow_handle(wid).terminate("test finished")
