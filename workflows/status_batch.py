@@ -921,9 +921,7 @@ class RefundStatusBatchWorkflow:
                     # Not heard: tell it again at its next read.
                     entry.keep_alive_ms = None
                 gone = outcome is _Signal.GONE
-                if (gone or (delivery.done and outcome is _Signal.SENT)) and (
-                    self._registry.current(delivery.ticket) is not None
-                ):
+                if (gone or (delivery.done and outcome is _Signal.SENT)) and entry is not None:
                     self._registry.unwatch(delivery.ticket.workflow_id)
 
     async def _signal(self, workflow_id: str, status: ProviderStatus) -> _Signal:

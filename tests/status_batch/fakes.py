@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.status_batch import (
         EXTERNAL_NOT_FOUND,
         PROVIDER_STATUS_SIGNAL,
+        QUIET,
         ProviderStatus,
         RefundStatusBatchWorkflow,
         StatusBatchInput,
@@ -127,9 +128,9 @@ class ContractInput(BaseModel):
     idle_s: float = 600.0
     # The watchdog's slack; None: WATCHDOG_SLACK (tests on real time shorten it).
     watchdog_slack_s: float | None = None
-    # The batch's quiet time (StatusBatchInput.quiet_s) when this refund starts it; None: its
-    # default, an hour (tests on real time shorten it: a lost batch is noticed after it).
-    quiet_s: float | None = None
+    # The batch's quiet time (StatusBatchInput.quiet_s) when this refund starts it (tests on
+    # real time shorten it: a lost batch is noticed after it).
+    quiet_s: float = QUIET.total_seconds()
 
 
 class ContractResult(BaseModel):
@@ -178,7 +179,7 @@ class ContractRefund:
                     StatusBatchInput(
                         task_queue=params.budget_queue,
                         idle_s=params.idle_s,
-                        **({} if params.quiet_s is None else {"quiet_s": params.quiet_s}),
+                        quiet_s=params.quiet_s,
                     ),
                     id=batch_id,
                     task_queue=workflow.info().task_queue,

@@ -8,21 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
-from typing import Any
 
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowQueryFailedError
+from temporalio.client import WorkflowHistory, WorkflowQueryFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
 from activities.models import ValidatedRefund, ValidateInput
-from activities.status_watch import StatusWatchActivities
 from benchmarks.refund_throughput import local_activity_types, shape_of
 from core.models import (
     ProviderRefund,
@@ -35,8 +32,6 @@ from tests.workflows.fakes import FakeProvider, Step, final_error, no_budget_rou
 from tests.workflows.test_cost_patch import patch_markers, scheduled
 from tests.workflows.test_refund_workflow import (
     Harness,
-    InstantLane,
-    activity_name,
     harness,
     mews_request,
     paynow_request,
@@ -49,7 +44,6 @@ from workflows.refund import (
     MEWS_BATCH_AT_START_PATCH,
     RefundWorkflow,
 )
-from workflows.status_batch import RefundStatusBatchWorkflow, status_batch_id
 
 PENDING, SUCCEEDED = ProviderRefundStatus.PENDING, ProviderRefundStatus.SUCCEEDED
 
@@ -218,33 +212,56 @@ async def test_a_timed_out_local_read_falls_back_and_its_history_replays(
     await replayer.replay_workflow(history)
 
 
-@contextlib.asynccontextmanager
-async def queried_all_along(
-    handles: Sequence[WorkflowHandle[Any, Any]],
-) -> AsyncIterator[list[str]]:
-    """Query each refund's status every 50 ms while the block runs (a small cache makes the
-    worker replay them for it); yields the non-determinism failures the queries met."""
-    failures: list[str] = []
+async def run_evicted_and_queried(
+    env: WorkflowEnvironment,
+    fake: FakeProvider,
+    requests: list[RefundRequest],
+    *,
+    cached: int,
+    timeout_s: float,
+) -> list[WorkflowHistory]:
+    """Run ``requests`` to the end on a worker caching ``cached`` workflows (worker_for),
+    their status queried every 50 ms all along, so that the worker replays them again and
+    again; asserts that each SUCCEEDED, that no query met a non-determinism failure and
+    that no workflow task failed. Their histories."""
+    queue = f"q-{uuid.uuid4().hex}"
+    options = RefundOptions(poll_initial_s=1, poll_max_s=1)
+    nondeterministic: list[str] = []
     done = asyncio.Event()
+    async with worker_for(env, queue, fake.all, max_cached_workflows=cached):
+        h = Harness(env, fake, queue)
+        handles = [await h.start(request, options) for request in requests]
 
-    async def query() -> None:
-        while not done.is_set():
+        async def query() -> None:
+            while not done.is_set():
+                for handle in handles:
+                    try:
+                        await handle.query(RefundWorkflow.status)
+                    except WorkflowQueryFailedError as err:
+                        if "Nondeterminism" in str(err):
+                            nondeterministic.append(str(err))
+                    except RPCError:
+                        pass
+                await asyncio.sleep(0.05)
+
+        querying = asyncio.create_task(query())
+        try:
+            finals = await asyncio.wait_for(
+                asyncio.gather(*(h.result() for h in handles)), timeout_s
+            )
+        finally:
+            done.set()
+            await querying
             for handle in handles:
-                try:
-                    await handle.query(RefundWorkflow.status)
-                except WorkflowQueryFailedError as err:
-                    if "Nondeterminism" in str(err):
-                        failures.append(str(err))
-                except RPCError:
-                    pass
-            await asyncio.sleep(0.05)
-
-    querying = asyncio.create_task(query())
-    try:
-        yield failures
-    finally:
-        done.set()
-        await querying
+                with contextlib.suppress(RPCError):
+                    await handle.terminate("test finished")
+    assert [f.state for f in finals] == [RefundState.SUCCEEDED] * len(requests)
+    assert not nondeterministic, nondeterministic[:1]
+    histories = [await handle.fetch_history() for handle in handles]
+    failed = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+    for history in histories:
+        assert not [e for e in history.events if e.event_type == failed]
+    return histories
 
 
 async def test_refunds_with_local_reads_replay_while_evicted_and_queried(
@@ -256,31 +273,8 @@ async def test_refunds_with_local_reads_replay_while_evicted_and_queried(
     fake = FakeProvider(
         poll_step=lambda n, _: refund(PENDING if n % 3 else SUCCEEDED), route_step=no_budget_route
     )
-    queue = f"q-{uuid.uuid4().hex}"
-    lane = InstantLane(dev_env.client)
-    options = RefundOptions(poll_initial_s=1, poll_max_s=1)
-    async with Worker(
-        dev_env.client,
-        task_queue=queue,
-        workflows=[RefundWorkflow],
-        activities=[*fake.all, *lane.all],
-        max_cached_workflows=3,
-    ):
-        h = Harness(dev_env, fake, queue)
-        handles = [await h.start(paynow_request(), options) for _ in range(10)]
-        try:
-            async with queried_all_along(handles) as nondeterministic:
-                finals = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 90)
-        finally:
-            for handle in handles:
-                with contextlib.suppress(RPCError):
-                    await handle.terminate("test finished")
-    assert [f.state for f in finals] == [RefundState.SUCCEEDED] * 10
-    assert not nondeterministic, nondeterministic[:1]
-    for handle in handles:
-        history = await handle.fetch_history()
-        failed = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
-        assert not [e for e in history.events if e.event_type == failed]
+    requests = [paynow_request() for _ in range(10)]
+    await run_evicted_and_queried(dev_env, fake, requests, cached=3, timeout_s=90)
 
 
 async def test_mews_refunds_replay_while_evicted_and_queried(dev_env: WorkflowEnvironment) -> None:
@@ -289,33 +283,8 @@ async def test_mews_refunds_replay_while_evicted_and_queried(dev_env: WorkflowEn
     lane's release (a local activity), replaying them for a query failed (TMPRL1100) and the
     refunds stalled; patch mews-status-batch-at-start asks it in the run's first activation."""
     fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n % 3 else SUCCEEDED))
-    queue = f"q-{uuid.uuid4().hex}"
-    lane = InstantLane(dev_env.client)
-    watches = StatusWatchActivities(dev_env.client)
-    stand_in = activity_name(watches.register)
-    acts = [a for a in fake.all if activity_name(a) != stand_in]
-    options = RefundOptions(poll_initial_s=1, poll_max_s=1)
-    async with Worker(
-        dev_env.client,
-        task_queue=queue,
-        workflows=[RefundWorkflow, RefundStatusBatchWorkflow],
-        activities=[*acts, *lane.all, *watches.all],
-        max_cached_workflows=2,
-    ):
-        h = Harness(dev_env, fake, queue)
-        handles = [await h.start(mews_request(), options) for _ in range(8)]
-        try:
-            async with queried_all_along(handles) as nondeterministic:
-                finals = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
-        finally:
-            for wid in [*[x.id for x in handles], *lane.workflow_ids, status_batch_id(queue)]:
-                with contextlib.suppress(RPCError):
-                    await dev_env.client.get_workflow_handle(wid).terminate("test finished")
-    assert [f.state for f in finals] == [RefundState.SUCCEEDED] * 8
-    assert not nondeterministic, nondeterministic[:1]
-    for handle in handles:
-        history = await handle.fetch_history()
-        failed = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
-        assert not [e for e in history.events if e.event_type == failed]
+    requests = [mews_request() for _ in range(8)]
+    histories = await run_evicted_and_queried(dev_env, fake, requests, cached=2, timeout_s=120)
+    for history in histories:
         assert MEWS_BATCH_AT_START_PATCH in patch_markers(history)
         assert "watch_refund_status" in scheduled(history)

@@ -162,7 +162,10 @@ def activity_name(fn: Callable[..., Any]) -> str | None:
 
 @asynccontextmanager
 async def worker_for(
-    env: WorkflowEnvironment, queue: str, activities: list[Callable[..., Any]]
+    env: WorkflowEnvironment,
+    queue: str,
+    activities: list[Callable[..., Any]],
+    **worker_options: Any,
 ) -> AsyncIterator[None]:
     """Scripted provider activities, with an instant lane, and the status batch of Mews
     refunds: on the dev server the real RefundStatusBatchWorkflow and its registration
@@ -174,6 +177,7 @@ async def worker_for(
     A failed test may leave its refund running; once this worker is gone its pending timers
     would hold the time-skipping server back for every later test, so it ends with the test,
     and so does the queue's status batch (the fakes route to the worker's own queue).
+    ``worker_options`` go to the Worker (``max_cached_workflows``, say).
     """
     lane = InstantLane(env.client)
     workflows: list[type] = [RefundWorkflow]
@@ -188,6 +192,7 @@ async def worker_for(
             task_queue=queue,
             workflows=workflows,
             activities=[*activities, *lane.all],
+            **worker_options,
         ):
             yield
     finally:

@@ -236,26 +236,15 @@ async def _record_outcome_event(env: WorkflowEnvironment) -> WorkflowHistory:
     return history
 
 
-async def _record_mews_batched(env: WorkflowEnvironment) -> WorkflowHistory:
+async def _record_mews_batched(env: WorkflowEnvironment) -> tuple[WorkflowHistory, WorkflowHistory]:
     """A Mews refund pending at two reads of the real status batch, succeeded at the third
-    (on the dev server: worker_for runs RefundStatusBatchWorkflow there)."""
-    fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n < 3 else SUCCEEDED))
-    _, history = await _run_to_the_end(env, fake, mews_request())
-    return history
-
-
-async def _record_status_batch(env: WorkflowEnvironment) -> WorkflowHistory:
-    """The status batch of a Mews refund pending at two reads, succeeded at the third (as
-    ``_record_mews_batched``): the batch's own history, up to its idle wait (on the dev
-    server)."""
+    (on the dev server: worker_for runs RefundStatusBatchWorkflow there): its history and
+    its batch's (up to its idle wait, terminated by worker_for as the refund's run ended)."""
     fake = FakeProvider(poll_step=lambda n, _: refund(PENDING if n < 3 else SUCCEEDED))
     queue = f"replay-{uuid.uuid4().hex}"
-    await _run_to_the_end(env, fake, mews_request(), queue=queue)
-    batch = env.client.get_workflow_handle(status_batch_id(queue))
-    history = await batch.fetch_history()
-    with contextlib.suppress(RPCError):  # ended already (idle)
-        await batch.terminate("recorded")
-    return history
+    _, history = await _run_to_the_end(env, fake, mews_request(), queue=queue)
+    batch = await env.client.get_workflow_handle(status_batch_id(queue)).fetch_history()
+    return history, batch
 
 
 async def _run_to_the_end(
@@ -304,8 +293,9 @@ async def _write_histories(prefix: str) -> None:
         await ensure_search_attributes(dev.client, dev.client.namespace)
         write("account_lane_two_refunds", await _record_lane(dev))
         write("paynow_succeeded_with_outcome_event", await _record_outcome_event(dev))
-        write("mews_batched_pending_then_succeeded", await _record_mews_batched(dev))
-        write("status_batch_pending_then_succeeded", await _record_status_batch(dev))
+        refund_history, batch_history = await _record_mews_batched(dev)
+        write("mews_batched_pending_then_succeeded", refund_history)
+        write("status_batch_pending_then_succeeded", batch_history)
 
 
 if __name__ == "__main__":
