@@ -12,8 +12,13 @@ them from the first start to the last completion, the kinds alternating within t
 * ``3 checks``: a Paynow refund pending at two status checks, SUCCESSFUL at the third.
 
 Refunds are started through ``RefundClient`` as any starter does, each on a fresh payment
-(made before the clock starts), with status checks 10 ms apart so waiting is not what is
-measured. Printed per kind: workflows/s (median of the rounds), the ratio to ``bare``, and
+(made before the clock starts), with status checks asked 10 ms apart. The dev server fires a
+timer of less than a second after about a second, so a 3-check refund waits about 2 s however
+little it costs: rounds are large (``N`` = 100 by default) so that a round times what the
+refunds cost, not that wait. Mews refunds are spread over ten hotels, each a simulator tenant
+with its own AccessToken and a merchant profile of the refund worker, so Mews' limit of 200
+requests per token per 30 s (the simulator's, on as always) is not what a round times.
+Printed per kind: workflows/s (median of the rounds), the ratio to ``bare``, and
 from one workflow of the last round the history events and workflow tasks (the refund's own
 and its lane's), the status checks, the worker's CPU time per workflow (the refund worker's,
 lanes included; the bare worker's for ``bare``: the most stable figure on a busy machine),
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -56,7 +62,18 @@ from simulators.serving import free_port
 from starter.client import RefundClient
 from workflows.models import lane_id_for
 
-DEFAULT_COUNT = 60
+# Enough refunds a round that the round is what the kind costs, not its latency: the dev
+# server fires a timer asked for less than a second after about a second (measured: 10 ms,
+# 200 ms and 600 ms timers all fired after 1.0 s), so a 3-check refund, which waits twice,
+# takes over 2 s however little it costs, and a round of 30 of them timed mostly those waits.
+DEFAULT_COUNT = 100
+# Mews refunds are spread over this many hotels, each a tenant of the Mews simulator (its own
+# AccessToken and enterprise) and a merchant profile of the refund worker. A round of Mews
+# refunds on one token meets Mews' documented limit (200 requests per AccessToken per 30 s):
+# the provider's limit, which `benchmarks.pending_scale` measures on one token, not what a
+# refund costs. The simulator's rate limit stays on, and its 429s are printed.
+MEWS_HOTELS = 10
+MEWS_CLIENT_TOKEN_ENV = "BENCH_MEWS_CLIENT_TOKEN"  # noqa: S105 (a variable name)
 DEFAULT_ROUNDS = 3
 POLL_S = 0.01
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -82,6 +99,57 @@ KINDS = (
 
 
 @dataclass(frozen=True)
+class Hotel:
+    """A Mews property of the benchmark: a simulator tenant and a merchant profile."""
+
+    merchant: str
+    access_token_env: str
+    access_token: str
+    enterprise_id: str
+
+
+def bench_hotels(count: int) -> tuple[Hotel, ...]:
+    return tuple(
+        Hotel(
+            merchant=f"bench-hotel-{i}",
+            access_token_env=f"BENCH_HOTEL_{i}_ACCESS_TOKEN",
+            access_token=f"bench-hotel-{i}-{uuid.uuid4().hex}",
+            enterprise_id=str(uuid.uuid4()),
+        )
+        for i in range(count)
+    )
+
+
+def hotels_toml(sim_url: str, hotels: Sequence[Hotel]) -> str:
+    """The refund worker's profiles file: one Mews profile per hotel, its tokens named by
+    environment variable (never in the file); budget unset, so ``REFUNDS_MEWS_BUDGET``."""
+    return "".join(
+        f"""
+[mews.{h.merchant}]
+base_url = "{sim_url}/mews"
+portfolio = false
+client_token_env = "{MEWS_CLIENT_TOKEN_ENV}"
+access_token_env = "{h.access_token_env}"
+"""
+        for h in hotels
+    )
+
+
+async def add_hotels(http: httpx.AsyncClient, hotels: Sequence[Hotel], client_token: str) -> None:
+    """Each hotel as a tenant of the Mews simulator (``http`` at the simulators' root)."""
+    for h in hotels:
+        answer = await http.put(
+            f"/mews/_sim/tenants/{h.merchant}",
+            json={
+                "client_token": client_token,
+                "access_token": h.access_token,
+                "enterprise_ids": [h.enterprise_id],
+            },
+        )
+        answer.raise_for_status()
+
+
+@dataclass(frozen=True)
 class Shape:
     """One workflow's history: events and workflow tasks, its lane's, its status checks."""
 
@@ -90,6 +158,9 @@ class Shape:
     lane_events: int = 0
     lane_tasks: int = 0
     checks: int = 0
+    # Seconds between each timer's start and its firing, summed: the waits of the status
+    # checks (the dev server fires a timer of less than a second after about a second).
+    waited_s: float = 0.0
 
 
 def local_activity_types(history: WorkflowHistory) -> list[str]:
@@ -125,15 +196,41 @@ def shape_of(history: WorkflowHistory, lane: WorkflowHistory | None = None) -> S
         lane_events=len(lane.events) if lane else 0,
         lane_tasks=count(lane, completed) if lane else 0,
         checks=checks,
+        waited_s=timer_waits_s(history),
+    )
+
+
+def timer_waits_s(history: WorkflowHistory) -> float:
+    """Seconds from each fired timer's start to its firing, summed (event times)."""
+    started = {
+        e.event_id: e.event_time.ToDatetime()
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    }
+    return sum(
+        (
+            e.event_time.ToDatetime() - started[e.timer_fired_event_attributes.started_event_id]
+        ).total_seconds()
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED
+        and e.timer_fired_event_attributes.started_event_id in started
     )
 
 
 async def fresh_refund_request(
-    http: httpx.AsyncClient, provider: ProviderName, scenario: str, key_prefix: str
+    http: httpx.AsyncClient,
+    provider: ProviderName,
+    scenario: str,
+    key_prefix: str,
+    hotel: Hotel | None = None,
 ) -> RefundRequest:
     """A request refunding 1.00 of a fresh simulator payment of ``scenario`` (``http`` at the
-    simulators' root), under a new idempotency key."""
-    answer = await http.post(f"/{provider.value}/_sim/payments", json={"scenario": scenario})
+    simulators' root), under a new idempotency key; of ``hotel`` (a Mews tenant and profile)
+    when given, else of the provider's ``default`` profile."""
+    fields = {"enterprise_id": hotel.enterprise_id} if hotel else {}
+    answer = await http.post(
+        f"/{provider.value}/_sim/payments", json={"scenario": scenario, **fields}
+    )
     answer.raise_for_status()
     payment = answer.json()
     return RefundRequest(
@@ -144,6 +241,7 @@ async def fresh_refund_request(
         amount_minor=100,
         currency=payment["currency"],
         reason="benchmark",
+        merchant=hotel.merchant if hotel else "default",
     )
 
 
@@ -176,8 +274,11 @@ class Bench:
         client: RefundClient,
         http: httpx.AsyncClient,
         bare_pid: int | None,
+        hotels: Sequence[Hotel] = (),
     ):
         self.stack = stack
+        # Mews refunds take the hotels in turn (none: the default profile).
+        self.hotels = itertools.cycle(hotels) if hotels else None
         self.client = client
         self.raw: Client = client.client
         self.http = http
@@ -209,7 +310,8 @@ class Bench:
 
     async def request(self, kind: Kind) -> RefundRequest:
         assert kind.provider is not None
-        return await fresh_refund_request(self.http, kind.provider, kind.scenario, "bench")
+        hotel = next(self.hotels) if self.hotels and kind.provider is ProviderName.MEWS else None
+        return await fresh_refund_request(self.http, kind.provider, kind.scenario, "bench", hotel)
 
     async def round(self, kind: Kind, count: int) -> tuple[float, str | RefundRequest]:
         """Workflows/s for ``count`` of ``kind`` started at once; one of them to read."""
@@ -285,7 +387,10 @@ def rss_mb(pid: int | None) -> float | None:
 
 
 async def run(count: int, rounds: int, warmup: int, mews_budget: str = NO_BUDGET) -> int:
+    hotels = bench_hotels(MEWS_HOTELS)
+    client_token = f"bench-mews-client-{uuid.uuid4().hex}"
     with tempfile.TemporaryDirectory(prefix="refunds-bench-") as state:
+        profiles = Path(state) / "profiles.toml"
         stack = EmbeddedStack(
             StackConfig(
                 temporal_port=free_port(),
@@ -295,10 +400,18 @@ async def run(count: int, rounds: int, warmup: int, mews_budget: str = NO_BUDGET
                 poll_initial_s=POLL_S,
                 poll_max_s=POLL_S,
                 extra_worker_env={"REFUNDS_MEWS_BUDGET": mews_budget},
+                secret_env={
+                    "REFUNDS_PROFILES_FILE": str(profiles),
+                    MEWS_CLIENT_TOKEN_ENV: client_token,
+                    **{h.access_token_env: h.access_token for h in hotels},
+                },
             )
         )
+        profiles.write_text(hotels_toml(stack.sim_url, hotels))
         async with stack, bare_worker(stack) as bare:
-            return await measure(stack, count, rounds, warmup, bare.pid, mews_budget)
+            async with httpx.AsyncClient(base_url=stack.sim_url, timeout=30) as http:
+                await add_hotels(http, hotels, client_token)
+            return await measure(stack, count, rounds, warmup, bare.pid, mews_budget, hotels)
 
 
 @contextlib.asynccontextmanager
@@ -339,10 +452,11 @@ async def measure(
     warmup: int,
     bare_pid: int | None,
     mews_budget: str = NO_BUDGET,
+    hotels: Sequence[Hotel] = (),
 ) -> int:
     client = await RefundClient.connect(stack.settings())
     async with httpx.AsyncClient(base_url=stack.sim_url, timeout=30) as http:
-        bench = Bench(stack, client, http, bare_pid)
+        bench = Bench(stack, client, http, bare_pid, hotels)
         rates: dict[str, list[float]] = {k.label: [] for k in KINDS}
         samples: dict[str, str | RefundRequest] = {}
         # A warm-up round of each kind, not counted: imports, caches, the first lanes.
@@ -359,15 +473,16 @@ async def measure(
     mews_429 = sum(1 for e in journal["requests"] if e["status"] == 429)
     baseline = statistics.median(rates["bare"])
     print(f"{count} workflows of each kind per round, {rounds} rounds, medians; one dev server")
+    where = f"{len(hotels)} hotels (an AccessToken and profile each)" if hotels else "one token"
     print(
-        f"Mews budget of the refund worker: {mews_budget} (REFUNDS_MEWS_BUDGET; its default, "
-        "200/30s, caps Mews refunds near 3 a second: the provider's limit, not their cost); "
-        f"Mews simulator 429s: {mews_429}"
+        f"Mews refunds over {where}; Mews budget of the refund worker: {mews_budget} "
+        "(REFUNDS_MEWS_BUDGET; its default, 200/30s, caps a token's Mews refunds near 3 a "
+        f"second: the provider's limit, not their cost); Mews simulator 429s: {mews_429}"
     )
     print(
         f"{'kind':<14} {'per s':>7} {'ratio':>6} {'events':>7} {'tasks':>6} "
-        f"{'lane ev':>8} {'lane tasks':>10} {'checks':>6} {'cpu ms':>7} {'cpu x':>6} "
-        f"{'server ms':>9} {'sim ms':>6} {'cpu bound':>9}"
+        f"{'lane ev':>8} {'lane tasks':>10} {'checks':>6} {'waited':>6} {'cpu ms':>7} "
+        f"{'cpu x':>6} {'server ms':>9} {'sim ms':>6} {'cpu bound':>9}"
     )
     bare_cpu = bench.cpu_per_workflow("bare", "worker")
     bare_total = total_cpu(bench, "bare")
@@ -381,9 +496,11 @@ async def measure(
         print(
             f"{kind.label:<14} {median:>7.1f} {median / baseline:>5.2f}x {s.events:>7} "
             f"{s.tasks:>6} {s.lane_events:>8} {s.lane_tasks:>10} {s.checks:>6} "
-            f"{ms(cpu, 7)} {cpu_x} {ms(bench.cpu_per_workflow(kind.label, 'server'), 9)} "
+            f"{s.waited_s:>5.1f}s {ms(cpu, 7)} {cpu_x} "
+            f"{ms(bench.cpu_per_workflow(kind.label, 'server'), 9)} "
             f"{ms(bench.cpu_per_workflow(kind.label, 'sim'), 6)} {bound}"
         )
+    print("waited: the one workflow's timers, start to firing (status checks' waits);")
     print("cpu ms: the worker's CPU time per workflow (the refund worker's, lanes included;")
     print("the bare worker's for bare); cpu x: against bare's; server ms, sim ms: the dev")
     print("server's and the simulators' CPU time per workflow; cpu bound: bare's CPU per")
