@@ -202,6 +202,12 @@ LOCAL_READS_PATCH = "local-provider-reads"
 # when a first run of such a refund starts (after local-provider-reads); runs before it, and
 # Paynow refunds, never record it.
 LOCAL_LANE_PATCH = "local-lane-messages"
+# Versioning: one marker where a run asked up to four (lean-run-v5, local-provider-reads and,
+# for a Mews refund, local-lane-messages and mews-status-batch-at-start: each a marker and
+# the SDK's TemporalChangeVersion upsert, a visibility write). A run that records it behaves
+# as one that recorded every one of those it would have asked, and asks none of them. Asked
+# first thing in every run's first activation; runs before it replay through the others.
+LEAN_START_PATCH = "lean-start-v10"
 TEMPORAL_CANCEL_REASON = "cancellation requested through Temporal"
 # The states an outcome event is sent for (a request with a notify_url).
 EVENT_STATES = FINAL_STATES | {RefundState.NEEDS_ATTENTION}
@@ -322,28 +328,13 @@ class RefundWorkflow:
 
     @workflow.run
     async def run(self, params: RefundWorkflowInput) -> RefundStatus:
-        self._v5 = workflow.patched(COST_PATCH)
-        # Asked first thing, in the run's first activation: asked after the route's local
-        # activity (when the route allowed local reads), its marker failed to replay once a
-        # worker replayed the history (evicted from the cache, queried), a non-determinism
-        # error seen with a small cache and status queries.
-        self._may_read_locally = self._v5 and workflow.patched(LOCAL_READS_PATCH)
-        # Asked here for the same reason, and only where a lane will be entered.
-        self._local_lane = (
-            self._v5
-            and params.carried is None
-            and self._request.provider in LANE_PROVIDERS
-            and workflow.patched(LOCAL_LANE_PATCH)
-        )
-        # And batched status reads: asked where the watch starts (MEWS_STATUS_BATCH_PATCH),
-        # after the lane's release or the route (local activities), their marker failed to
-        # replay in the same way (a Mews refund evicted and queried looped on failed workflow
-        # tasks). A run that records this one decides there and never asks the other.
-        self._batch_from_start = (
-            self._v5
-            and self._request.provider in BATCHED_PROVIDERS
-            and workflow.patched(MEWS_BATCH_AT_START_PATCH)
-        )
+        if workflow.patched(LEAN_START_PATCH):
+            # Everything the four patches below decide, without their markers.
+            self._v5 = self._may_read_locally = True
+            self._local_lane = params.carried is None and self._request.provider in LANE_PROVIDERS
+            self._batch_from_start = self._request.provider in BATCHED_PROVIDERS
+        else:
+            self._ask_start_patches(params)
         if self._v5:
             self._v2 = self._lean = True
         else:
@@ -388,6 +379,32 @@ class RefundWorkflow:
                     # its outcome stands.
                     return refund.result()
                 self.cancel(CancelRequest(reason=TEMPORAL_CANCEL_REASON))
+
+    def _ask_start_patches(self, params: RefundWorkflowInput) -> None:
+        """The patches a run before LEAN_START_PATCH asked in its first activation, in their
+        order (so its history replays)."""
+        self._v5 = workflow.patched(COST_PATCH)
+        # Asked first thing, in the run's first activation: asked after the route's local
+        # activity (when the route allowed local reads), its marker failed to replay once a
+        # worker replayed the history (evicted from the cache, queried), a non-determinism
+        # error seen with a small cache and status queries.
+        self._may_read_locally = self._v5 and workflow.patched(LOCAL_READS_PATCH)
+        # Asked here for the same reason, and only where a lane will be entered.
+        self._local_lane = (
+            self._v5
+            and params.carried is None
+            and self._request.provider in LANE_PROVIDERS
+            and workflow.patched(LOCAL_LANE_PATCH)
+        )
+        # And batched status reads: asked where the watch starts (MEWS_STATUS_BATCH_PATCH),
+        # after the lane's release or the route (local activities), their marker failed to
+        # replay in the same way (a Mews refund evicted and queried looped on failed workflow
+        # tasks). A run that records this one decides there and never asks the other.
+        self._batch_from_start = (
+            self._v5
+            and self._request.provider in BATCHED_PROVIDERS
+            and workflow.patched(MEWS_BATCH_AT_START_PATCH)
+        )
 
     async def _carry_through(self, params: RefundWorkflowInput) -> RefundStatus:
         if params.carried is None:

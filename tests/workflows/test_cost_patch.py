@@ -1,4 +1,5 @@
-"""The lean run (patch ``lean-run-v5``, issue 12): one patch marker instead of four, no
+"""The lean run (patch ``lean-run-v5``, issue 12; since ``lean-start-v10`` one marker stands for
+it and the other patches asked at a run's start): one patch marker instead of four, no
 lane for Paynow, whose Idempotency-Key makes a re-sent refund call safe, and provider calls
 on the budget queue the worker names for the request's profile (a local activity). Each patch
 marker is two history events (the marker and the SDK's ``TemporalChangeVersion`` upsert),
@@ -22,10 +23,7 @@ from core.models import ProviderRefundStatus, RefundRequest, RefundState
 from tests.workflows.fakes import FakeProvider, refund
 from tests.workflows.test_refund_workflow import harness, mews_request, paynow_request
 from workflows.refund import (
-    COST_PATCH,
-    LOCAL_LANE_PATCH,
-    LOCAL_READS_PATCH,
-    MEWS_BATCH_AT_START_PATCH,
+    LEAN_START_PATCH,
 )
 
 
@@ -57,6 +55,29 @@ async def run_one(env: WorkflowEnvironment, request: Any) -> tuple[RefundState, 
         return final.state, await handle.fetch_history()
 
 
+def change_version_upserts(history: WorkflowHistory) -> int:
+    """Upserts of the SDK's ``TemporalChangeVersion`` (one per patch a run records)."""
+    return sum(
+        1
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        and "TemporalChangeVersion"
+        in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    )
+
+
+async def test_a_new_run_of_either_provider_records_one_patch_marker(
+    env: WorkflowEnvironment,
+) -> None:
+    """Patch lean-start-v10: one marker and one TemporalChangeVersion upsert (a visibility
+    write) where a run recorded two (Paynow) or four (Mews)."""
+    for request in (paynow_request(), mews_request()):
+        state, history = await run_one(env, request)
+        assert state is RefundState.SUCCEEDED
+        assert patch_markers(history) == [LEAN_START_PATCH]
+        assert change_version_upserts(history) == 1
+
+
 async def test_a_paynow_refund_records_one_patch_and_queues_in_no_lane(
     env: WorkflowEnvironment,
 ) -> None:
@@ -64,7 +85,7 @@ async def test_a_paynow_refund_records_one_patch_and_queues_in_no_lane(
     assert state is RefundState.SUCCEEDED
     markers = patch_markers(history)
     # The run's other patch (local reads) is asked at every start, whatever the route says.
-    assert markers == [COST_PATCH, LOCAL_READS_PATCH]
+    assert markers == [LEAN_START_PATCH]
     assert "enter_refund_lane" not in scheduled(history)
     assert not [
         e
@@ -78,7 +99,7 @@ async def test_a_mews_refund_still_queues_in_its_accounts_lane(env: WorkflowEnvi
     assert state is RefundState.SUCCEEDED
     markers = patch_markers(history)
     # A pending Mews refund watches through the status batch (its own patch).
-    assert markers == [COST_PATCH, LOCAL_READS_PATCH, LOCAL_LANE_PATCH, MEWS_BATCH_AT_START_PATCH]
+    assert markers == [LEAN_START_PATCH]
     # It enters and leaves the lane through local activities (patch local-lane-messages):
     # one marker each, no activity task, no signal the workflow sends and waits on.
     lane_messages = [t for t in local_activity_types(history) if "lane" in t]

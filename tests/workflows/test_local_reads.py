@@ -38,10 +38,7 @@ from tests.workflows.test_refund_workflow import (
     worker_for,
 )
 from workflows.refund import (
-    COST_PATCH,
-    LOCAL_LANE_PATCH,
-    LOCAL_READS_PATCH,
-    MEWS_BATCH_AT_START_PATCH,
+    LEAN_START_PATCH,
     RefundWorkflow,
 )
 
@@ -67,7 +64,7 @@ async def test_reads_run_in_the_workflow_task_when_no_budget_counts_them(
     fake = FakeProvider(poll_step=pending_then_succeeded, route_step=no_budget_route)
     state, history = await run(env, fake)
     assert state is RefundState.SUCCEEDED
-    assert patch_markers(history) == [COST_PATCH, LOCAL_READS_PATCH]
+    assert patch_markers(history) == [LEAN_START_PATCH]
     # Only the refund call is an activity; validate and both checks ran locally.
     assert scheduled(history) == ["submit_refund"]
     assert local_activity_types(history) == [
@@ -93,7 +90,7 @@ async def test_a_route_with_a_budget_keeps_every_read_an_activity(
     fake = FakeProvider(poll_step=pending_then_succeeded)
     state, history = await run(env, fake)
     assert state is RefundState.SUCCEEDED
-    assert patch_markers(history) == [COST_PATCH, LOCAL_READS_PATCH]
+    assert patch_markers(history) == [LEAN_START_PATCH]
     assert scheduled(history) == [
         "validate_refund",
         "submit_refund",
@@ -166,12 +163,7 @@ async def test_a_mews_refund_without_a_budget_validates_locally_and_still_batche
     fake = FakeProvider(poll_step=pending_then_succeeded, route_step=no_budget_route)
     state, history = await run(env, fake, mews_request())
     assert state is RefundState.SUCCEEDED
-    assert patch_markers(history) == [
-        COST_PATCH,
-        LOCAL_READS_PATCH,
-        LOCAL_LANE_PATCH,
-        MEWS_BATCH_AT_START_PATCH,
-    ]
+    assert patch_markers(history) == [LEAN_START_PATCH]
     assert local_activity_types(history)[:3] == [
         "route_refund",
         "take_refund_lane",
@@ -286,5 +278,6 @@ async def test_mews_refunds_replay_while_evicted_and_queried(dev_env: WorkflowEn
     requests = [mews_request() for _ in range(8)]
     histories = await run_evicted_and_queried(dev_env, fake, requests, cached=2, timeout_s=120)
     for history in histories:
-        assert MEWS_BATCH_AT_START_PATCH in patch_markers(history)
+        # Decided in the first activation (since lean-start-v10, by its one marker).
+        assert patch_markers(history) == [LEAN_START_PATCH]
         assert "watch_refund_status" in scheduled(history)

@@ -27,10 +27,7 @@ from tests.workflows.test_cost_patch import patch_markers, scheduled
 from tests.workflows.test_refund_workflow import harness, mews_request
 from workflows.policies import CALL_BUDGET
 from workflows.refund import (
-    COST_PATCH,
-    LOCAL_LANE_PATCH,
-    LOCAL_READS_PATCH,
-    MEWS_BATCH_AT_START_PATCH,
+    LEAN_START_PATCH,
 )
 from workflows.status_batch import ProviderStatus, StatusOutcome
 
@@ -86,12 +83,7 @@ async def test_failed_registrations_fall_back_to_own_status_checks(
     fake = FakeProvider(poll_step=pending_until(3), watch_step=watch)
     final, history = await run_to_the_end(env, fake)
     assert final.state is RefundState.SUCCEEDED
-    assert patch_markers(history) == [
-        COST_PATCH,
-        LOCAL_READS_PATCH,
-        LOCAL_LANE_PATCH,
-        MEWS_BATCH_AT_START_PATCH,
-    ]
+    assert patch_markers(history) == [LEAN_START_PATCH]
     # Each round: a registration that never succeeds, then a read of its own; it tries to
     # register again every round.
     rounds = after_submit(scheduled(history))
@@ -158,12 +150,7 @@ async def test_a_declined_refund_reads_on_its_own_for_the_rest_of_the_run(
     fake = FakeProvider(poll_step=pending_until(3), watch_step=watch)
     final, history = await run_to_the_end(env, fake)
     assert final.state is RefundState.SUCCEEDED
-    assert patch_markers(history) == [
-        COST_PATCH,
-        LOCAL_READS_PATCH,
-        LOCAL_LANE_PATCH,
-        MEWS_BATCH_AT_START_PATCH,
-    ]
+    assert patch_markers(history) == [LEAN_START_PATCH]
     # One registration (declined), then only reads of its own, pending ones included.
     assert after_submit(scheduled(history)) == [
         "watch_refund_status",

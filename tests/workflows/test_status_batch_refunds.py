@@ -15,10 +15,7 @@ from tests.workflows.fakes import FakeProvider, refund
 from tests.workflows.test_cost_patch import patch_markers, scheduled
 from tests.workflows.test_refund_workflow import harness, mews_request, paynow_request
 from workflows.refund import (
-    COST_PATCH,
-    LOCAL_LANE_PATCH,
-    LOCAL_READS_PATCH,
-    MEWS_BATCH_AT_START_PATCH,
+    LEAN_START_PATCH,
 )
 
 OPTIONS = RefundOptions(poll_initial_s=60, poll_max_s=240)
@@ -72,12 +69,7 @@ async def test_two_pending_mews_refunds_share_one_read_per_round(
     assert len(reads) - shared_from >= 3, reads
     assert fake.count("poll") == sum(len(b) for b in reads)
     for history in histories:
-        assert patch_markers(history) == [
-            COST_PATCH,
-            LOCAL_READS_PATCH,
-            LOCAL_LANE_PATCH,
-            MEWS_BATCH_AT_START_PATCH,
-        ]
+        assert patch_markers(history) == [LEAN_START_PATCH]
         assert "poll_refund_status" not in scheduled(history)
         assert "watch_refund_status" in scheduled(history)
 
@@ -111,6 +103,6 @@ async def test_a_paynow_refund_records_no_batch_marker(env: WorkflowEnvironment)
         final = await handle.result()
         history = await handle.fetch_history()
     assert final.state is RefundState.SUCCEEDED
-    assert patch_markers(history) == [COST_PATCH, LOCAL_READS_PATCH]
+    assert patch_markers(history) == [LEAN_START_PATCH]
     assert fake.batch_reads == []
     assert "watch_refund_status" not in scheduled(history)
