@@ -17,7 +17,8 @@ budget, unchanged), ``v8_`` for Mews lane messages as local activities (patch
 (``v8_status_batch_pending_then_succeeded``, recorded from the code before ``v9_``), ``v9_``
 for the status batch telling a refund only what changed (patch ``status-batch-on-change``)
 and for Mews refunds deciding on batched status reads in their first activation (patch
-``mews-status-batch-at-start``).
+``mews-status-batch-at-start``), ``v10_`` for one patch marker at a run's start where there
+were two to four (patch ``lean-start-v10``).
 ``python -m tests.workflows.test_replay
 PREFIX`` records the scenarios of today's code under a new prefix (never over old files).
 """
